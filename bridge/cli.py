@@ -1,0 +1,107 @@
+"""The ``bridge`` command line: one entry point for the daemon, one-off reconciliation
+runs, audit queries, migrations, mapping checks and the sandbox.
+
+Each command group lives in ``bridge/commands/<group>.py`` and exports ``app``; this module
+only wires them together and turns errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bridge import __version__
+from bridge.commands import config as config_cmd
+from bridge.commands import db as db_cmd
+from bridge.commands import ledger as ledger_cmd
+from bridge.commands import mappings as mappings_cmd
+from bridge.commands import reconcile as reconcile_cmd
+from bridge.commands import run as run_cmd
+from bridge.commands import sandbox as sandbox_cmd
+from bridge.commands.common import state
+from bridge.errors import BridgeError, NotFound
+
+app = typer.Typer(
+    name="bridge",
+    help="Salesforce Omni-Channel ↔ ServiceNow AWA routing bridge.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(ledger_cmd.app, name="ledger")
+app.add_typer(mappings_cmd.app, name="mappings")
+app.add_typer(sandbox_cmd.app, name="sandbox")
+app.command("reconcile")(reconcile_cmd.reconcile)
+app.command("run")(run_cmd.run)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bridge {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    state.debug = debug
+
+
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+EXIT_INTERNAL = 70
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: errors become one clear message and an exit code."""
+    err = Console(stderr=True)
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except NotFound as exc:
+        if state.debug:
+            err.print_exception()
+        err.print(f"[red]not found:[/red] {exc.message}", highlight=False)
+        return EXIT_NOT_FOUND
+    except BridgeError as exc:
+        if state.debug:
+            err.print_exception()
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
+        import click  # noqa: PLC0415 - only on the error path
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            err.print("aborted")
+            return 1
+        if state.debug:
+            err.print_exception()
+        else:
+            err.print(
+                f"[red]internal error:[/red] {type(exc).__name__}: {exc}\n"
+                "run again with --debug for the traceback",
+                highlight=False,
+            )
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
