@@ -1,0 +1,1 @@
+"""The emulated ServiceNow instance: Table API, Batch API, AWA Offer Work and Inbox Actions."""
