@@ -112,3 +112,91 @@ class VersionConflict(BridgeError):
     """Optimistic versioning: the correlation changed since it was read."""
 
     kind = "version_conflict"
+
+
+# The one table from an HTTP answer to an error branch. Adapters turn their client's
+# exception into (status, code, message) and call ``from_http``; nothing else decides.
+_RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_SKIPPABLE_CODES = frozenset(
+    {
+        # Salesforce: the record is already gone; deleting it again is not a failure.
+        "ENTITY_IS_DELETED",
+    }
+)
+_RETRIABLE_CODES = frozenset(
+    {
+        "REQUEST_LIMIT_EXCEEDED",  # Salesforce daily/concurrent limit: wait, then retry
+        "UNABLE_TO_LOCK_ROW",
+        "SERVER_UNAVAILABLE",
+    }
+)
+
+
+def from_http(
+    system: str,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    retry_after: float | None = None,
+    detail: Any = None,
+) -> BridgeError:
+    """Classify an HTTP error answer: retriable, skippable or permanent."""
+    if code in _SKIPPABLE_CODES:
+        return Skippable(message, system=system, code=code, status=status, detail=detail)
+    if status in _RETRIABLE_STATUS or code in _RETRIABLE_CODES:
+        return Retriable(
+            message,
+            system=system,
+            code=code,
+            status=status,
+            retry_after=retry_after,
+            detail=detail,
+        )
+    return Permanent(message, system=system, code=code, status=status, detail=detail)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form; dates are rare here)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def from_transport(system: str, exc: Exception) -> BridgeError:
+    """Classify a failure below HTTP (requests' exceptions).
+
+    A connection that failed before anything was sent is safe to retry; one that broke after
+    the request went out (read time-out, connection dropped mid-answer) may have taken effect,
+    so a create must look before it retries.
+    """
+    import requests  # noqa: PLC0415 - keep this module importable without requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Retriable(f"connect time-out: {exc}", system=system)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Permanent(f"TLS failure: {exc}", system=system)
+    if isinstance(exc, requests.exceptions.ConnectionError) and _before_send(exc):
+        return Retriable(f"connection failed: {exc}", system=system)
+    if isinstance(
+        exc,
+        requests.exceptions.ReadTimeout
+        | requests.exceptions.ConnectionError
+        | requests.exceptions.ChunkedEncodingError,
+    ):
+        return OutcomeUnknown(f"no complete answer: {type(exc).__name__}", system=system)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return Retriable(f"{type(exc).__name__}: {exc}", system=system)
+    return Permanent(f"{type(exc).__name__}: {exc}", system=system)
+
+
+def _before_send(exc: Exception) -> bool:
+    """True when the connection failed while connecting (nothing reached the server)."""
+    text = repr(exc)
+    return any(
+        marker in text
+        for marker in ("NewConnectionError", "Connection refused", "Name or service not known")
+    )

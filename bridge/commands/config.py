@@ -1,7 +1,55 @@
-"""`bridge config ...`."""
+"""`bridge config ...`: the effective settings and where each came from."""
 
 from __future__ import annotations
 
-import typer
+from collections.abc import Iterator
+from typing import Any
 
-app = typer.Typer(help="config commands.", no_args_is_help=True)
+import typer
+from pydantic import BaseModel, SecretStr
+from sqlalchemy import make_url
+
+from bridge.commands.common import JsonFlag, columns, emit, mask
+from bridge.config import Settings, env_name, load_settings, setting_origins
+
+app = typer.Typer(help="Inspect the bridge's settings.", no_args_is_help=True)
+
+
+def _display(path: tuple[str, ...], value: Any, settings: Settings) -> Any:
+    if isinstance(value, SecretStr):
+        return mask(value)
+    if path == ("ledger_url",):
+        # The effective URL, never with its password.
+        return make_url(settings.effective_ledger_url).render_as_string(hide_password=True)
+    return value
+
+
+def _walk(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _walk(value, (*prefix, name))
+        else:
+            yield (*prefix, name), value
+
+
+def settings_rows(settings: Settings, origins: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per setting: its variable, masked value and source."""
+    return [
+        {
+            "setting": ".".join(path),
+            "env": env_name(*path),
+            "value": _display(path, value, settings),
+            "source": origins.get(".".join(path), "default"),
+        }
+        for path, value in _walk(settings)
+    ]
+
+
+@app.command("show")
+def show(as_json: JsonFlag = False) -> None:
+    """Print every effective setting (secrets masked) and where it came from:
+    default, env, .env, secrets dir."""
+    settings = load_settings()
+    rows = settings_rows(settings, dict(setting_origins()))
+    emit(rows, columns("env", "value", "source"), as_json=as_json, title="settings")

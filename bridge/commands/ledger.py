@@ -1,7 +1,257 @@
-"""`bridge ledger ...`."""
+"""`bridge ledger ...`: audit queries over the ledger."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="ledger commands.", no_args_is_help=True)
+from bridge.commands.common import (
+    Column,
+    JsonFlag,
+    columns,
+    emit,
+    open_ledger,
+    parse_when,
+    print_fields,
+    print_json,
+    print_table,
+    write_csv,
+    write_jsonl,
+)
+from bridge.ledger import Correlation, audit
+from bridge.ledger.models import DIRECTIONS
+
+app = typer.Typer(help="Audit queries: conversations, segments, commands.", no_args_is_help=True)
+
+State = Annotated[str | None, typer.Option(help="Only correlations in this state.")]
+Direction = Annotated[str | None, typer.Option(help=f"{' or '.join(DIRECTIONS)}.")]
+Since = Annotated[
+    str | None, typer.Option(help="Created at or after: a duration back (15m, 1h, 2d) or ISO time.")
+]
+Until = Annotated[str | None, typer.Option(help="Created before: a duration back or ISO time.")]
+Queue = Annotated[
+    str | None, typer.Option(help="Salesforce queue id or AWA queue sys_id, now or in any segment.")
+]
+Agent = Annotated[
+    str | None,
+    typer.Option(help="Salesforce user id or ServiceNow user sys_id, now or in any segment."),
+]
+AnyId = Annotated[
+    str,
+    typer.Argument(
+        help="Correlation id, PSR / work item / AgentWork id, sys_id or external_segment_id."
+    ),
+]
+
+LIST_COLUMNS = columns(
+    "id", "direction", "state", "sf_work_item_id", "sn_document_sys_id", "sf_user_id",
+    "sn_user_sys_id", "created_at",
+)  # fmt: skip
+SEGMENT_COLUMNS = columns(
+    "seq", "kind", "external_segment_id", "sf_queue_id", "sn_queue_sys_id", "sf_user_id",
+    "sn_user_sys_id", "opened_at", "closed_at", "outcome",
+)  # fmt: skip
+COMMAND_COLUMNS = columns(
+    "created_at", "system", "operation", "status", "attempts", "next_attempt_at", "error"
+)
+EVENT_COLUMNS = columns("id", "occurred_at", "source", "kind", "source_event_id", "status", "error")
+TIMELINE_COLUMNS = columns("at", "what", "summary", "ref")
+RUN_COLUMNS = columns(
+    "id", "started_at", "finished_at", "mode", "status", Column("reconcilers"), Column("findings")
+)
+FINDING_COLUMNS = columns(
+    "reconciler", "kind", "subject", "correlation_id", "action", "status", "reason"
+)
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _filter(
+    *,
+    state: str | None,
+    direction: str | None,
+    since: str | None,
+    until: str | None,
+    queue: str | None,
+    agent: str | None,
+) -> audit.CorrelationFilter:
+    if direction is not None and direction not in DIRECTIONS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(DIRECTIONS)}", param_hint="--direction"
+        )
+    now = datetime.now(UTC)
+    return audit.CorrelationFilter(
+        state=state,
+        direction=direction,
+        since=None if since is None else parse_when(since, now, "--since"),
+        until=None if until is None else parse_when(until, now, "--until"),
+        queue=queue,
+        agent=agent,
+    )
+
+
+@app.command("list")
+def list_(
+    *,
+    state: State = None,
+    direction: Direction = None,
+    since: Since = None,
+    until: Until = None,
+    queue: Queue = None,
+    agent: Agent = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Correlations, newest first, filtered."""
+    flt = _filter(
+        state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
+    )
+    with open_ledger().reading() as session:
+        rows = [c.model_dump() for c in audit.list_correlations(session, flt, limit)]
+    emit(rows, LIST_COLUMNS, as_json=as_json, title="correlations")
+
+
+def _dump_detail(detail: audit.CorrelationDetail) -> dict[str, Any]:
+    return {
+        "correlation": detail.correlation.model_dump(),
+        "segments": [s.model_dump() for s in detail.segments],
+        "events": [e.model_dump() for e in detail.events],
+        "commands": [c.model_dump() for c in detail.commands],
+        "findings": [f.model_dump() for f in detail.findings],
+    }
+
+
+@app.command("show")
+def show(any_id: AnyId, as_json: JsonFlag = False) -> None:
+    """One correlation with its segments, events and commands."""
+    with open_ledger().reading() as session:
+        data = _dump_detail(audit.correlation_detail(session, any_id))
+    if as_json:
+        print_json(data)
+        return
+    print_fields(data["correlation"], title="correlation")
+    for key, cols in (
+        ("segments", SEGMENT_COLUMNS),
+        ("events", EVENT_COLUMNS),
+        ("commands", COMMAND_COLUMNS),
+    ):
+        if data[key]:
+            print_table(data[key], cols, title=key)
+
+
+@app.command("timeline")
+def timeline(any_id: AnyId, as_json: JsonFlag = False) -> None:
+    """Every event, segment change, command and finding of a correlation, in time order."""
+    with open_ledger().reading() as session:
+        entries = audit.timeline(audit.correlation_detail(session, any_id))
+    emit([vars(e) for e in entries], TIMELINE_COLUMNS, as_json=as_json, title="timeline")
+
+
+EXPORT_COLUMNS = columns(*Correlation.model_fields)
+
+
+@app.command("export")
+def export(
+    *,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="jsonl or csv.")
+    ] = ExportFormat.jsonl,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    state: State = None,
+    direction: Direction = None,
+    since: Since = None,
+    until: Until = None,
+    queue: Queue = None,
+    agent: Agent = None,
+) -> None:
+    """Every matching correlation, streamed as JSON lines or CSV."""
+    flt = _filter(
+        state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
+    )
+    with open_ledger().reading() as session:
+        rows: Iterator[dict[str, Any]] = (
+            c.model_dump() for c in audit.iter_correlations(session, flt)
+        )
+        out = sys.stdout if output is None else output.open("w", encoding="utf-8", newline="")
+        try:
+            if fmt is ExportFormat.csv:
+                n = write_csv(rows, EXPORT_COLUMNS, out)
+            else:
+                n = write_jsonl(rows, out)
+        finally:
+            if output is not None:
+                out.close()
+    if output is not None:
+        typer.echo(f"{n} correlation(s) written to {output}", err=True)
+
+
+@app.command("stats")
+def stats(as_json: JsonFlag = False) -> None:
+    """Counts by state and status, open correlations, intake cursors, last reconciliation."""
+    with open_ledger().reading() as session:
+        data = audit.stats(session)
+    if as_json:
+        print_json(data)
+        return
+    corr = data["correlations"]
+    print_fields(
+        {"total": corr["total"], "open": corr["open"], **corr["by_direction"]},
+        title="correlations",
+    )
+    for title, counts in (
+        ("correlations by state", corr["by_state"]),
+        ("segments by outcome", data["segments"]["by_outcome"]),
+        ("inbox by status", data["inbox"]["by_status"]),
+        ("outbox by status", data["outbox"]["by_status"]),
+    ):
+        if counts:
+            print_table(
+                [{"key": k, "count": v} for k, v in sorted(counts.items())],
+                columns("key", "count"),
+                title,
+            )
+    if data["cursors"]:
+        print_table(
+            [{"stream": k, **v} for k, v in data["cursors"].items()],
+            columns("stream", "position", "updated_at"),
+            "cursors",
+        )
+
+
+@app.command("reconciliations")
+def reconciliations(
+    run: Annotated[str | None, typer.Option(help="Show the findings of this run.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many recent runs.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recent reconciliation runs, or the findings of one run."""
+    with open_ledger().reading() as session:
+        if run is not None:
+            found, findings = audit.run_findings(session, run)
+            data: Any = {
+                "run": found.model_dump(),
+                "findings": [f.model_dump() for f in findings],
+            }
+        else:
+            data = [
+                {**r.model_dump(), "findings": counts}
+                for r, counts in audit.reconcile_runs(session, limit)
+            ]
+    if run is None:
+        emit(data, RUN_COLUMNS, as_json=as_json, title="reconcile runs")
+    elif as_json:
+        print_json(data)
+    else:
+        print_fields(data["run"], title="reconcile run")
+        emit(data["findings"], FINDING_COLUMNS, as_json=False, title="findings")

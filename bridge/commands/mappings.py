@@ -1,7 +1,63 @@
-"""`bridge mappings ...`."""
+"""`bridge mappings ...`: validate the mapping tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="mappings commands.", no_args_is_help=True)
+from bridge.commands.common import JsonFlag, console, print_json
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+from bridge.mapping import LiveDirectory, Tables, check_live, check_tables
+
+app = typer.Typer(help="Mapping tables: crosswalk, policies, rules.", no_args_is_help=True)
+
+
+def live_directory() -> LiveDirectory:
+    """The two live systems, as the live check sees them."""
+    raise ConfigError("--live needs the Salesforce and ServiceNow adapters, not in this build")
+
+
+@app.command("check")
+def check(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Directory of the tables (default: settings, then packaged)."),
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also check that both systems hold what is mapped.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate the tables; one line per problem and exit 1, or a one-line summary."""
+    directory = directory or load_settings().mappings_dir
+    tables, problems = check_tables(directory)
+    if tables is not None and live:
+        problems = check_live(tables, live_directory())
+    if as_json:
+        print_json(
+            {
+                "ok": not problems,
+                "problems": [p.as_dict() for p in problems],
+                "rules": len(tables.rules) if tables else None,
+                "queues": len(tables.crosswalk.queues) if tables else None,
+                "users": len(tables.crosswalk.users) if tables else None,
+            }
+        )
+    else:
+        out = console()
+        for problem in problems:
+            out.print(str(problem), markup=False)
+        if tables is not None and not problems:
+            out.print(_summary(tables), markup=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _summary(tables: Tables) -> str:
+    return (
+        f"OK: {len(tables.rules)} rules, {len(tables.crosswalk.queues)} queues, "
+        f"{len(tables.crosswalk.users)} users"
+    )

@@ -1,0 +1,37 @@
+# One image for every bridge command: `bridge run` (the daemon, migrates the ledger on
+# start), `bridge reconcile`, `bridge ledger ...`, `bridge db upgrade`, `bridge sandbox`.
+
+# --- build: resolve the locked dependencies and install the bridge as a wheel ----------
+FROM python:3.11-slim AS build
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install --no-cache-dir uv
+WORKDIR /src
+# Dependencies first, so code changes do not invalidate this layer.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-dev --no-install-project --no-editable
+COPY README.md alembic.ini ./
+COPY bridge ./bridge
+COPY migrations ./migrations
+COPY mappings ./mappings
+RUN uv sync --locked --no-dev --no-editable
+
+# --- runtime: the virtualenv only, as an unprivileged user -------------------------------
+FROM python:3.11-slim AS runtime
+RUN groupadd --system --gid 10001 bridge \
+    && useradd --system --uid 10001 --gid bridge --home-dir /var/lib/bridge \
+        --create-home --shell /usr/sbin/nologin bridge
+COPY --from=build /src/.venv /opt/bridge
+ENV PATH="/opt/bridge/bin:$PATH" \
+    PYTHONUNBUFFERED=1 \
+    BRIDGE_DATA_DIR=/var/lib/bridge \
+    BRIDGE_HTTP_HOST=0.0.0.0 \
+    BRIDGE_LOG_FORMAT=json
+USER bridge
+WORKDIR /var/lib/bridge
+VOLUME ["/var/lib/bridge"]
+EXPOSE 9464
+ENTRYPOINT ["bridge"]
+CMD ["run"]

@@ -1,0 +1,196 @@
+"""Throughput of the sandbox emulators over keep-alive HTTPS.
+
+One function per system (``salesforce()``, ``servicenow()``) returns its figures; ``main()``
+runs those that exist, prints them and writes ``bench/results/sandbox.json``. Clients run
+in separate processes so that they do not share the server's interpreter lock.
+
+    uv run python -m bench.sandbox
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bridge.http import make_session
+from bridge.sandbox import seed
+from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.sandbox.servicenow.app import ServiceNowSandbox
+
+RESULTS = Path(__file__).parent / "results" / "sandbox.json"
+SECONDS = 3.0
+WORKERS = 4
+RECORDS = 10_000
+
+
+def _worker(
+    urls: Sequence[str], headers: dict[str, str], ca_bundle: str, seconds: float
+) -> tuple[int, int]:
+    """GET the urls round-robin on one keep-alive session for ``seconds``: (ok, failed)."""
+    session = make_session(ca_bundle)
+    ok = failed = 0
+    deadline = time.monotonic() + seconds
+    index = 0
+    while time.monotonic() < deadline:
+        answer = session.get(urls[index % len(urls)], headers=headers)
+        index += 1
+        if answer.status_code == 200:
+            ok += 1
+        else:
+            failed += 1
+    return ok, failed
+
+
+def throughput(
+    urls: Sequence[str],
+    headers: dict[str, str],
+    ca_bundle: str | Path,
+    *,
+    seconds: float = SECONDS,
+    workers: int = WORKERS,
+) -> dict[str, Any]:
+    """Requests/s of GETs on ``urls`` from ``workers`` client processes."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        shuffled = [random.sample(list(urls), len(urls)) for _ in range(workers)]
+        started = time.monotonic()
+        futures = [pool.submit(_worker, u, headers, str(ca_bundle), seconds) for u in shuffled]
+        counts = [f.result() for f in futures]
+        elapsed = time.monotonic() - started
+    ok = sum(c[0] for c in counts)
+    return {
+        "requests_per_second": round(ok / elapsed, 1),
+        "requests": ok,
+        "failed": sum(c[1] for c in counts),
+        "workers": workers,
+        "seconds": round(elapsed, 2),
+    }
+
+
+def salesforce() -> dict[str, Any]:
+    """GET by id and selective SOQL over 10,000 PendingServiceRouting records."""
+    with SalesforceSandbox() as sandbox:
+        org = sandbox.org
+        queue = seed.QUEUES[0].sf_queue_id
+        channel = seed.CHANNELS[0].sf_service_channel_id
+        psr_ids: list[str] = []
+        work_item_ids: list[str] = []
+        loading = time.monotonic()
+        for n in range(RECORDS):
+            session = org.insert("MessagingSession", {"Status": "Waiting"}, system=True)
+            psr = org.insert(
+                "PendingServiceRouting",
+                {
+                    "WorkItemId": session["Id"],
+                    "ServiceChannelId": channel,
+                    "QueueId": queue,
+                    "RoutingModel": "ExternalRouting",
+                    "RoutingType": "QueueBased",
+                    "IsReadyForRouting": n % 2 == 0,
+                    "CapacityWeight": 1.0,
+                },
+                system=True,
+            )
+            psr_ids.append(psr["Id"])
+            work_item_ids.append(session["Id"])
+        load_seconds = time.monotonic() - loading
+        base = f"{sandbox.instance_url}/services/data/v62.0"
+        headers = {"Authorization": f"Bearer {sandbox.issue_token()}"}
+        sandbox.rest.usage.limit = 10**9
+        sample = random.sample(range(RECORDS), 500)
+
+        psr = "PendingServiceRouting"
+
+        def soql(where: Callable[[int], str]) -> list[str]:
+            return [
+                f"{base}/query?q="
+                + quote(f"SELECT Id, WorkItemId, Serial, IsPushed FROM {psr} WHERE {where(n)}")
+                for n in sample
+            ]
+
+        return {
+            "records": RECORDS,
+            "insert_per_second_in_process": round(2 * RECORDS / load_seconds, 1),
+            "get_by_id": throughput(
+                [f"{base}/sobjects/PendingServiceRouting/{psr_ids[n]}" for n in sample],
+                headers,
+                sandbox.ca_bundle,
+            ),
+            "soql_by_id": throughput(
+                soql(lambda n: f"Id = '{psr_ids[n]}'"), headers, sandbox.ca_bundle
+            ),
+            "soql_by_work_item": throughput(
+                soql(lambda n: f"WorkItemId = '{work_item_ids[n]}'"), headers, sandbox.ca_bundle
+            ),
+        }
+
+
+def servicenow() -> dict[str, Any]:
+    """GET by sys_id and pysnc-shaped paged queries over 10,000 awa_work_item records."""
+    with ServiceNowSandbox() as sandbox:
+        inst = sandbox.instance
+        queues = [q.sn_queue_sys_id for q in seed.QUEUES]
+        loading = time.monotonic()
+        sys_ids = [
+            inst.insert(
+                "awa_work_item",
+                {"queue": queues[n % len(queues)], "document_table": "interaction"},
+            )["sys_id"]
+            for n in range(RECORDS)
+        ]
+        load_seconds = time.monotonic() - loading
+        base = f"{sandbox.instance_url}/api/now/table/awa_work_item"
+        credentials = base64.b64encode(f"{sandbox.username}:{sandbox.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
+        pysnc_params = (
+            "sysparm_display_value=all&sysparm_exclude_reference_link=true"
+            "&sysparm_suppress_pagination_header=true&sysparm_limit=100"
+        )
+        sample = random.sample(range(RECORDS), 500)
+        pages = RECORDS // len(queues) // 100
+        return {
+            "records": RECORDS,
+            "insert_per_second_in_process": round(RECORDS / load_seconds, 1),
+            "get_by_sys_id": throughput(
+                [f"{base}/{sys_ids[n]}?{pysnc_params}" for n in sample],
+                headers,
+                sandbox.ca_bundle,
+            ),
+            "paged_query_100_rows": throughput(
+                [
+                    f"{base}?sysparm_query=queue%3D{q}%5EORDERBYsys_id&{pysnc_params}"
+                    f"&sysparm_offset={page * 100}"
+                    for q in queues
+                    for page in range(pages)
+                ],
+                headers,
+                sandbox.ca_bundle,
+            ),
+        }
+
+
+SYSTEMS = ("salesforce", "servicenow")
+
+
+def main() -> None:
+    results: dict[str, Any] = {}
+    for name in SYSTEMS:
+        run = globals().get(name)
+        if callable(run):
+            results[name] = run()
+            print(name, json.dumps(results[name], indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""The middle of the flow: inbox events through the pure engine into the outbox, and
+dispatched commands' answers back through the engine — each in one ledger transaction.
+
+This module is the only place that translates between ledger rows and the engine's
+model; the engine never sees the database and the ledger never sees a rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge import engine
+from bridge.errors import VersionConflict
+from bridge.ledger import models as rows
+from bridge.ledger.store import Ledger, LedgerTx, NewCommand
+from bridge.logging import bind_correlation
+from bridge.mapping import Tables
+from bridge.model import (
+    Command,
+    Correlation,
+    CorrelationState,
+    Decision,
+    Direction,
+    Event,
+    EventKind,
+    EventOutcome,
+    Operation,
+    Segment,
+    SegmentKind,
+    SegmentOutcome,
+    System,
+)
+
+log = logging.getLogger(__name__)
+
+# Columns the engine's Correlation and the ledger's correlation share.
+_CORRELATION_COLUMNS = (
+    "sf_work_item_id",
+    "sf_psr_id",
+    "sf_agent_work_id",
+    "sf_conversation_id",
+    "sf_queue_id",
+    "sf_service_channel_id",
+    "sf_user_id",
+    "sn_document_table",
+    "sn_document_sys_id",
+    "sn_work_item_sys_id",
+    "sn_queue_sys_id",
+    "sn_user_sys_id",
+)
+_SEGMENT_COLUMNS = (
+    "sf_queue_id",
+    "sn_queue_sys_id",
+    "sf_user_id",
+    "sn_user_sys_id",
+    "sn_work_item_sys_id",
+    "sf_agent_work_id",
+    "sf_psr_id",
+    "closed_at",
+)
+VERSION_RETRIES = 5
+
+
+# -- ledger rows ↔ engine model -------------------------------------------------------------
+
+
+def to_event(row: rows.InboxEvent) -> Event:
+    """An inbox row as the engine's Event (ValueError on a source or kind it cannot be)."""
+    return Event(
+        source=System(row.source) if row.source != "reconciler" else System.SALESFORCE,
+        kind=EventKind(row.kind),
+        source_event_id=row.source_event_id,
+        occurred_at=row.occurred_at,
+        record=row.payload,
+    )
+
+
+def to_segment(row: rows.Segment) -> Segment:
+    return Segment(
+        seq=row.seq,
+        external_segment_id=row.external_segment_id,
+        kind=SegmentKind(row.kind),
+        opened_at=row.opened_at,
+        outcome=SegmentOutcome(row.outcome) if row.outcome else None,
+        detail=dict(row.detail or {}),
+        **{name: getattr(row, name) for name in _SEGMENT_COLUMNS},
+    )
+
+
+def to_correlation(row: rows.Correlation, segments: Sequence[rows.Segment]) -> Correlation:
+    return Correlation(
+        id=row.id,
+        direction=Direction(row.direction),
+        state=CorrelationState(row.state),
+        version=row.version,
+        data=dict(row.data or {}),
+        segments=tuple(to_segment(s) for s in sorted(segments, key=lambda s: s.seq)),
+        **{name: getattr(row, name) for name in _CORRELATION_COLUMNS},
+    )
+
+
+def to_command(row: rows.OutboxCommand, segment_seq: int | None = None) -> Command:
+    return Command(
+        system=System(row.system),
+        operation=Operation(row.operation),
+        params=dict(row.payload or {}),
+        idempotency_key=row.idempotency_key,
+        segment_seq=segment_seq,
+    )
+
+
+def _segment_columns(segment: Segment) -> dict[str, Any]:
+    cols: dict[str, Any] = {name: getattr(segment, name) for name in _SEGMENT_COLUMNS}
+    cols["outcome"] = segment.outcome.value if segment.outcome else None
+    cols["detail"] = dict(segment.detail)
+    return cols
+
+
+@dataclass
+class Persisted:
+    """What one decision wrote."""
+
+    correlation_id: str | None = None
+    commands: list[rows.OutboxCommand] = field(default_factory=list)
+
+
+def persist(
+    tx: LedgerTx,
+    decision: Decision,
+    before: rows.Correlation | None,
+    *,
+    caused_by_event_id: int | None = None,
+) -> Persisted:
+    """Write a decision: the correlation (optimistic version), segments, commands."""
+    corr = decision.correlation
+    if corr is None:
+        return Persisted()
+    cols: dict[str, Any] = {name: getattr(corr, name) for name in _CORRELATION_COLUMNS}
+    cols["state"] = corr.state.value
+    cols["data"] = dict(corr.data)
+    if corr.state.is_final:
+        cols["closed_at"] = before.closed_at if before and before.closed_at else rows.utcnow()
+    if before is None:
+        row = tx.create_correlation(id=corr.id, direction=corr.direction.value, **cols)
+    else:
+        changed = {k: v for k, v in cols.items() if getattr(before, k) != v}
+        row = tx.update_correlation(before, before.version, **changed) if changed else before
+    segment_ids: dict[int, str] = {s.seq: s.id for s in tx.segments(row.id)}
+    for segment in decision.segments_added:
+        added = tx.add_segment(
+            row.id,
+            external_segment_id=segment.external_segment_id,
+            kind=segment.kind.value,
+            opened_at=segment.opened_at,
+            **_segment_columns(segment),
+        )
+        if added.seq != segment.seq:
+            raise VersionConflict(
+                f"correlation {row.id}: segment {segment.seq} was written concurrently"
+            )
+        segment_ids[added.seq] = added.id
+    if decision.segments_updated:
+        by_seq = {s.seq: s for s in tx.segments(row.id)}
+        for segment in decision.segments_updated:
+            tx.update_segment(by_seq[segment.seq], **_segment_columns(segment))
+    commands = tx.enqueue(
+        *(
+            NewCommand(
+                idempotency_key=c.idempotency_key,
+                correlation_id=row.id,
+                system=c.system.value,
+                operation=c.operation.value,
+                payload=dict(c.params),
+                segment_id=segment_ids.get(c.segment_seq) if c.segment_seq else None,
+                caused_by_event_id=caused_by_event_id,
+            )
+            for c in decision.commands
+        )
+    )
+    return Persisted(row.id, commands)
+
+
+def _event_status(outcome: EventOutcome) -> str:
+    return {
+        EventOutcome.PROCESSED: "processed",
+        EventOutcome.ECHO: "echo",
+        EventOutcome.SKIPPED: "skipped",
+        EventOutcome.ERROR: "error",
+    }[outcome]
+
+
+# -- inbox → engine → outbox ----------------------------------------------------------------
+
+
+@dataclass
+class ProcessStats:
+    processed: int = 0
+    echoes: int = 0
+    skipped: int = 0
+    errors: int = 0
+    commands: int = 0
+
+    def count(self, status: str) -> None:
+        if status == "processed":
+            self.processed += 1
+        elif status == "echo":
+            self.echoes += 1
+        elif status == "skipped":
+            self.skipped += 1
+        else:
+            self.errors += 1
+
+
+class Processor:
+    """Takes pending inbox events in order and applies the engine's decisions."""
+
+    def __init__(self, ledger: Ledger, tables: Tables) -> None:
+        self._ledger = ledger
+        self._tables = tables
+
+    def process_pending(self, limit: int = 500) -> ProcessStats:
+        stats = ProcessStats()
+        for row in self._ledger.pending_events(limit):
+            status, commands = self.process(row)
+            stats.count(status)
+            stats.commands += commands
+        return stats
+
+    def process(self, row: rows.InboxEvent) -> tuple[str, int]:
+        """One event in one transaction; returns (event status, commands enqueued)."""
+        assert row.id is not None
+        try:
+            event = to_event(row)
+        except (ValueError, KeyError) as exc:
+            with self._ledger.transaction() as tx:
+                tx.mark_event(row.id, "error", error=f"malformed event: {exc}")
+            return "error", 0
+        for _ in range(VERSION_RETRIES):
+            try:
+                with self._ledger.transaction() as tx:
+                    before = self._find(tx, event)
+                    current = to_correlation(before, tx.segments(before.id)) if before else None
+                    with bind_correlation(before.id if before else None):
+                        decision = engine.translate(event, current, self._tables)
+                        done = persist(tx, decision, before, caused_by_event_id=row.id)
+                        status = _event_status(decision.outcome)
+                        error = decision.reason if status in ("error", "skipped") else None
+                        tx.mark_event(
+                            row.id, status, error=error, correlation_id=done.correlation_id
+                        )
+                        if status == "error":
+                            log.warning("event %s: %s", row.source_event_id, decision.reason)
+                return status, len(done.commands)
+            except VersionConflict:
+                log.info("event %s: correlation changed meanwhile; again", row.source_event_id)
+        with self._ledger.transaction() as tx:
+            tx.mark_event(row.id, "error", error="correlation kept changing; gave up")
+        return "error", 0
+
+    @staticmethod
+    def _find(tx: LedgerTx, event: Event) -> rows.Correlation | None:
+        for key in engine.correlation_keys(event):
+            found = tx.find_correlation(key)
+            if found is not None:
+                return found
+        return None
+
+
+def apply_answer(tx: LedgerTx, command: rows.OutboxCommand, answer: dict[str, Any]) -> Persisted:
+    """A dispatched command's answer through the engine, in the caller's transaction."""
+    before = tx.get_correlation(command.correlation_id)
+    if before is None:
+        return Persisted()
+    segments = tx.segments(before.id)
+    seq = next((s.seq for s in segments if s.id == command.segment_id), None)
+    current = to_correlation(before, segments)
+    decision = engine.apply_result(current, to_command(command, seq), answer)
+    if decision.outcome is EventOutcome.ERROR:
+        log.warning("command %s: %s", command.id, decision.reason)
+        return Persisted(before.id)
+    return persist(tx, decision, before)

@@ -1,0 +1,162 @@
+"""Everything one bridge runs, built from settings: ledger, mapping tables, both adapters,
+both intakes, the processor and the dispatcher. ``step`` drives one synchronous round
+(used by the one-off commands, the sandbox demo and the end-to-end tests); the daemon in
+``bridge.daemon`` runs the same pieces on threads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bridge.config import Settings
+from bridge.dispatch import Dispatcher, DispatchStats, SalesforceExecutor, ServiceNowExecutor
+from bridge.http import make_session
+from bridge.intake import Intake, PollResult
+from bridge.ledger.models import utcnow
+from bridge.ledger.store import Ledger
+from bridge.mapping import Tables, load_tables
+from bridge.model import Direction
+from bridge.pipeline import Processor, ProcessStats
+from bridge.salesforce.api import SalesforceAdapter
+from bridge.salesforce.auth import SalesforceTokens
+from bridge.salesforce.intake import SalesforceIntake
+from bridge.servicenow.api import ServiceNowAdapter
+from bridge.servicenow.intake import ServiceNowIntake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepStats:
+    """What one round did."""
+
+    polled: list[PollResult] = field(default_factory=list)
+    processed: ProcessStats = field(default_factory=ProcessStats)
+    dispatched: DispatchStats = field(default_factory=DispatchStats)
+
+    @property
+    def idle(self) -> bool:
+        return (
+            not any(p.recorded for p in self.polled)
+            and self.processed.processed
+            + self.processed.echoes
+            + self.processed.skipped
+            + self.processed.errors
+            == 0
+            and self.dispatched.claimed == 0
+        )
+
+
+def salesforce_adapter(settings: Settings) -> SalesforceAdapter:
+    sf = settings.require_salesforce()
+    session = make_session(settings.ca_bundle, timeout=settings.http_timeout, system="salesforce")
+    assert sf.client_id is not None
+    tokens = SalesforceTokens(
+        session,
+        login_url=sf.login_url,
+        client_id=sf.client_id,
+        client_secret=sf.client_secret,
+        username=sf.username,
+        jwt_key_file=sf.jwt_key_file,
+    )
+    return SalesforceAdapter(
+        session,
+        tokens,
+        api_version=sf.api_version,
+        scrt_url=sf.scrt_url,
+        org_id=sf.org_id,
+        authorization_context=sf.authorization_context,
+        authorization_context_type=sf.authorization_context_type,
+        instance_url=sf.instance_url,
+    )
+
+
+def servicenow_adapter(settings: Settings) -> ServiceNowAdapter:
+    sn = settings.require_servicenow()
+    session = make_session(settings.ca_bundle, timeout=settings.http_timeout, system="servicenow")
+    assert sn.instance_url is not None
+    return ServiceNowAdapter(
+        session,
+        sn.instance_url,
+        username=sn.username,
+        password=sn.password,
+        client_id=sn.client_id,
+        client_secret=sn.client_secret,
+    )
+
+
+class Runtime:
+    """The assembled bridge."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        tables: Tables,
+        *,
+        salesforce: SalesforceAdapter,
+        servicenow: ServiceNowAdapter,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.tables = tables
+        self.salesforce = salesforce
+        self.servicenow = servicenow
+        queues = tables.crosswalk.queues
+        self.intakes: Sequence[Intake] = (
+            SalesforceIntake(salesforce, ledger, queue_ids=[q.sf_queue_id for q in queues]),
+            ServiceNowIntake(
+                servicenow,
+                ledger,
+                queue_sys_ids=[q.sn_queue_sys_id for q in queues if q.sn_queue_sys_id],
+            ),
+        )
+        self.processor = Processor(ledger, tables)
+        self.dispatcher = Dispatcher(
+            ledger,
+            {
+                "salesforce": SalesforceExecutor(salesforce),
+                "servicenow": ServiceNowExecutor(servicenow),
+            },
+            concurrency=settings.dispatch_concurrency,
+        )
+
+    @classmethod
+    def build(cls, settings: Settings, *, ledger: Ledger | None = None) -> Runtime:
+        tables = load_tables(settings.mappings_dir)
+        ledger = ledger or Ledger.from_settings(settings)
+        return cls(
+            settings,
+            ledger,
+            tables,
+            salesforce=salesforce_adapter(settings),
+            servicenow=servicenow_adapter(settings),
+        )
+
+    def close(self) -> None:
+        self.dispatcher.close()
+
+    def directions(self) -> set[Direction]:
+        return {q.direction for q in self.tables.crosswalk.queues}
+
+    def step(self, now: datetime | None = None) -> StepStats:
+        """Poll both systems once, process the inbox, dispatch what is due."""
+        now = now or utcnow()
+        stats = StepStats()
+        for intake in self.intakes:
+            stats.polled.extend(intake.poll(now))
+        stats.processed = self.processor.process_pending()
+        stats.dispatched = self.dispatcher.run_once()
+        return stats
+
+    def settle(self, *, rounds: int = 50) -> list[StepStats]:
+        """Step until a round does nothing (or ``rounds`` is reached)."""
+        history = []
+        for _ in range(rounds):
+            stats = self.step()
+            history.append(stats)
+            if stats.idle:
+                break
+        return history

@@ -1,0 +1,180 @@
+"""The Salesforce intake against the sandbox org: PSRs, AgentWork status changes and PSR
+deletions become inbox events with the cursor moved in the same transaction; replays are
+dropped; a restarted intake resumes from the cursor; the overlap window catches changes
+committed late; a poll with nothing new costs one call per stream."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from bridge.intake import PollResult
+from bridge.ledger import InboxEvent, Ledger
+from bridge.sandbox import seed
+from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.salesforce.api import SalesforceAdapter
+from bridge.salesforce.intake import SalesforceIntake
+
+ALICE = seed.AGENTS[0].sf_user_id
+SUPPORT, BILLING, OVERFLOW = (q.sf_queue_id for q in seed.QUEUES)
+MESSAGING = seed.CHANNELS[0].sf_service_channel_id
+PSR_STREAM = "salesforce:PendingServiceRouting"
+QUERY = "/services/data/v{version}/query"
+DELETED = "/services/data/v{version}/sobjects/{sobject}/deleted"
+
+
+@pytest.fixture
+def intake(sf_adapter: SalesforceAdapter, sqlite_ledger: Ledger) -> SalesforceIntake:
+    return SalesforceIntake(sf_adapter, sqlite_ledger, queue_ids=[SUPPORT, BILLING])
+
+
+def poll(intake: SalesforceIntake, sandbox: SalesforceSandbox) -> dict[str, PollResult]:
+    return {r.stream: r for r in intake.poll(sandbox.clock.now())}
+
+
+def events(ledger: Ledger) -> list[InboxEvent]:
+    return ledger.pending_events(10_000)
+
+
+def kinds(ledger: Ledger) -> list[tuple[str, str]]:
+    return [(e.kind, str(e.payload.get("Status", e.payload.get("Id")))) for e in events(ledger)]
+
+
+def assign(adapter: SalesforceAdapter, work_item: str, psr: str) -> str:
+    fields: dict[str, Any] = {
+        "UserId": ALICE,
+        "WorkItemId": work_item,
+        "PendingServiceRoutingId": psr,
+        "ServiceChannelId": MESSAGING,
+    }
+    return adapter.create("AgentWork", fields)
+
+
+def test_a_new_conversation_becomes_a_psr_event_and_moves_the_cursor(
+    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: Ledger
+) -> None:
+    started = sf_sandbox.control.start_conversation("Support_External")
+    sf_sandbox.control.start_conversation("SN_Overflow")  # not a mapped queue here
+    results = poll(intake, sf_sandbox)
+    assert results[PSR_STREAM].recorded == 1
+    [event] = [e for e in events(sqlite_ledger) if e.kind == "psr"]
+    assert (event.source, event.kind, event.stream) == ("salesforce", "psr", PSR_STREAM)
+    assert event.payload["Id"] == started["psr_id"]
+    assert event.payload["WorkItemId"] == started["work_item_id"]
+    assert (event.payload["IsTransfer"], event.payload["Serial"]) == (False, 0)
+    assert "attributes" not in event.payload
+    cursor = sqlite_ledger.get_cursor(PSR_STREAM)
+    assert cursor is not None
+    assert datetime.fromisoformat(cursor) == event.occurred_at
+
+
+def test_agent_work_statuses_and_psr_deletion_become_events(
+    sf_sandbox: SalesforceSandbox,
+    sf_adapter: SalesforceAdapter,
+    intake: SalesforceIntake,
+    sqlite_ledger: Ledger,
+) -> None:
+    started = sf_sandbox.control.start_conversation("Support_External")
+    poll(intake, sf_sandbox)
+    work = assign(sf_adapter, started["work_item_id"], started["psr_id"])
+    poll(intake, sf_sandbox)
+    sf_sandbox.control.accept(work)
+    results = poll(intake, sf_sandbox)
+    assert results["salesforce:PendingServiceRouting:deleted"].recorded == 1
+    assert kinds(sqlite_ledger) == [
+        ("psr", started["psr_id"]),
+        ("psr", started["psr_id"]),  # IsPushed = true once the AgentWork exists
+        ("agent_work", "Assigned"),
+        ("agent_work", "Opened"),
+        ("psr_deleted", started["psr_id"]),
+    ]
+    pushed = events(sqlite_ledger)[1].payload
+    assert pushed["IsPushed"] is True
+    opened = events(sqlite_ledger)[3].payload
+    assert (opened["Id"], opened["UserId"]) == (work, ALICE)
+
+
+def test_a_second_poll_records_nothing_and_costs_one_call_per_stream(
+    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: Ledger
+) -> None:
+    sf_sandbox.control.start_conversation("Billing_External")
+    poll(intake, sf_sandbox)
+    sf_sandbox.counters.reset()
+    again = poll(intake, sf_sandbox)
+    assert sum(r.recorded for r in again.values()) == 0
+    assert len(events(sqlite_ledger)) == 1
+    assert sf_sandbox.counters.total("GET", QUERY) == 2
+    assert sf_sandbox.counters.total("GET", DELETED) == 1
+    assert sf_sandbox.counters.total() == 3
+
+
+def test_a_restarted_intake_resumes_from_the_cursor(
+    sf_sandbox: SalesforceSandbox,
+    sf_adapter: SalesforceAdapter,
+    intake: SalesforceIntake,
+    sqlite_ledger: Ledger,
+) -> None:
+    first = sf_sandbox.control.start_conversation("Support_External")
+    poll(intake, sf_sandbox)
+    sf_sandbox.clock.advance(30)
+    second = sf_sandbox.control.start_conversation("Support_External")
+    restarted = SalesforceIntake(sf_adapter, sqlite_ledger, queue_ids=[SUPPORT, BILLING])
+    results = poll(restarted, sf_sandbox)
+    # the first PSR is the cursor itself: read again inside the overlap window, dropped
+    assert (results[PSR_STREAM].recorded, results[PSR_STREAM].duplicates) == (1, 1)
+    assert [e.payload["Id"] for e in events(sqlite_ledger)] == [
+        first["psr_id"],
+        second["psr_id"],
+    ]
+
+
+@pytest.mark.parametrize(("overlap", "seen"), [(5.0, True), (0.0, False)])
+def test_the_overlap_window_catches_a_change_committed_late(
+    sf_sandbox: SalesforceSandbox,
+    sf_adapter: SalesforceAdapter,
+    sqlite_ledger: Ledger,
+    overlap: float,
+    seen: bool,
+) -> None:
+    intake = SalesforceIntake(
+        sf_adapter, sqlite_ledger, queue_ids=[SUPPORT], overlap_seconds=overlap
+    )
+    sf_sandbox.control.start_conversation("Support_External")
+    poll(intake, sf_sandbox)
+    sf_sandbox.clock.advance(-2)
+    try:
+        late = sf_sandbox.control.start_conversation("Support_External")
+    finally:
+        sf_sandbox.clock.advance(2)
+    poll(intake, sf_sandbox)
+    assert (late["psr_id"] in {e.payload["Id"] for e in events(sqlite_ledger)}) is seen
+
+
+def test_reset_forgets_the_cursors(
+    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: Ledger
+) -> None:
+    sf_sandbox.control.start_conversation("Support_External")
+    poll(intake, sf_sandbox)
+    intake.reset()
+    assert all(sqlite_ledger.get_cursor(s) is None for s in intake.streams())
+    again = poll(intake, sf_sandbox)
+    assert (again[PSR_STREAM].recorded, again[PSR_STREAM].duplicates) == (0, 1)
+
+
+def test_first_start_reads_live_agent_work_only(
+    sf_sandbox: SalesforceSandbox,
+    sf_adapter: SalesforceAdapter,
+    intake: SalesforceIntake,
+    sqlite_ledger: Ledger,
+) -> None:
+    done = sf_sandbox.control.start_conversation("Support_External")
+    closed = assign(sf_adapter, done["work_item_id"], done["psr_id"])
+    sf_sandbox.control.accept(closed)
+    sf_sandbox.control.close(closed)
+    live = sf_sandbox.control.start_conversation("Support_External")
+    work = assign(sf_adapter, live["work_item_id"], live["psr_id"])
+    poll(intake, sf_sandbox)
+    agent_work = [e.payload["Id"] for e in events(sqlite_ledger) if e.kind == "agent_work"]
+    assert agent_work == [work]

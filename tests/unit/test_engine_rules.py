@@ -1,0 +1,412 @@
+"""Every rule of the default rules.yaml, exercised through engine.translate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pytest
+from engine_builders import (
+    ALICE,
+    AW_BOB,
+    AW_SN,
+    AWI_SN,
+    BILLING,
+    BOB,
+    DOC,
+    OVERFLOW,
+    PSR_SN,
+    PSR_TRANSFER,
+    SEG_2,
+    WI_SN,
+    agent_work,
+    awa,
+    interaction,
+    psr,
+    psr_deleted,
+    sf2sn,
+    sf_work_item,
+    sn2sf,
+)
+
+from bridge.engine import translate
+from bridge.mapping import Tables, load_tables
+from bridge.model import Correlation, CorrelationState, Event
+
+S = CorrelationState
+
+
+class Case(NamedTuple):
+    rule: str
+    before: Callable[[], Correlation] | None
+    event: Event
+    ops: list[str]
+    state: str | None  # the correlation state after; None = no correlation
+    outcome: str = "processed"
+
+
+def sn_awa(state: str, **kw: object) -> Event:
+    args: dict[str, object] = {
+        "sys_id": AWI_SN,
+        "queue": OVERFLOW.sn_queue_sys_id,
+        "document_id": DOC,
+        "segment": "",
+    }
+    args.update(kw)
+    return awa(state, **args)  # type: ignore[arg-type]
+
+
+def sn_aw(status: str) -> Event:
+    return agent_work(status, aw_id=AW_SN, work_item=WI_SN, psr_id=PSR_SN)
+
+
+def sn_psr() -> Event:
+    return psr(psr_id=PSR_SN, queue=OVERFLOW.sf_queue_id, work_item=WI_SN)
+
+
+def at(factory: Callable[[CorrelationState], Correlation], state: S) -> Callable[[], Correlation]:
+    return lambda: factory(state)
+
+
+def bob_aw(status: str) -> Event:
+    return agent_work(status, aw_id=AW_BOB, user=BOB.sf_user_id)
+
+
+billing_transfer = psr(psr_id=PSR_TRANSFER, queue=BILLING.sf_queue_id, transfer=True)
+
+CASES = [
+    # ---------------------------------------------------------------- sf_to_sn
+    Case("sf2sn.psr-created", None, psr(), ["create_interaction", "offer"], "offered"),
+    Case("sf2sn.psr-created", None, psr(transfer=True), ["create_interaction", "offer"], "offered"),
+    Case("sf2sn.psr-seen-again", at(sf2sn, S.OFFERED), psr(), [], "offered"),
+    Case(
+        "sf2sn.psr-transfer-to-queue",
+        at(sf2sn, S.ACTIVE),
+        billing_transfer,
+        ["transfer"],
+        "offered",
+    ),
+    Case("sf2sn.psr-transfer-ignored", at(sf2sn, S.OFFERED), billing_transfer, [], "offered"),
+    Case(
+        "sf2sn.psr-pushed",
+        at(sf2sn, S.ASSIGNING),
+        psr(pushed=True, serial=1),
+        [],
+        "assigning",
+        "echo",
+    ),
+    Case(
+        "sf2sn.psr-requeued",
+        at(sf2sn, S.ASSIGNING),
+        psr(serial=2, declined="0Xd5g0000000001"),
+        [],
+        "assigning",
+    ),
+    Case("sf2sn.psr-unknown", None, psr(pushed=True), [], None, "skipped"),
+    Case("sf2sn.psr-deleted-accepted", at(sf2sn, S.ACTIVE), psr_deleted(), [], "active"),
+    Case(
+        "sf2sn.psr-deleted-while-offered",
+        at(sf2sn, S.OFFERED),
+        psr_deleted(),
+        ["cancel_work_item", "close_interaction"],
+        "abandoned",
+    ),
+    Case(
+        "sf2sn.agent-work-assigned-transfer",
+        at(sf2sn, S.ACTIVE),
+        bob_aw("Assigned"),
+        ["transfer"],
+        "transferring",
+    ),
+    Case(
+        "sf2sn.agent-work-assigned-ignored", at(sf2sn, S.OFFERED), bob_aw("Assigned"), [], "offered"
+    ),
+    Case("sf2sn.agent-work-opened", at(sf2sn, S.ASSIGNING), agent_work("Opened"), [], "active"),
+    Case("sf2sn.agent-work-opened", at(sf2sn, S.TRANSFERRING), bob_aw("Opened"), [], "active"),
+    Case("sf2sn.agent-work-opened-again", at(sf2sn, S.ACTIVE), agent_work("Opened"), [], "active"),
+    Case(
+        "sf2sn.agent-work-declined",
+        at(sf2sn, S.ASSIGNING),
+        agent_work("Declined"),
+        ["transfer"],
+        "offered",
+    ),
+    Case(
+        "sf2sn.agent-work-declined",
+        at(sf2sn, S.ASSIGNING),
+        agent_work("Unavailable"),
+        ["transfer"],
+        "offered",
+    ),
+    Case(
+        "sf2sn.agent-work-push-timeout",
+        at(sf2sn, S.ASSIGNING),
+        agent_work("DeclinedOnPushTimeout"),
+        ["transfer"],
+        "offered",
+    ),
+    Case(
+        "sf2sn.agent-work-transfer-declined",
+        at(sf2sn, S.TRANSFERRING),
+        bob_aw("Declined"),
+        [],
+        "active",
+    ),
+    Case(
+        "sf2sn.agent-work-declined-ignored", at(sf2sn, S.ACTIVE), bob_aw("Declined"), [], "active"
+    ),
+    Case(
+        "sf2sn.agent-work-closed",
+        at(sf2sn, S.ACTIVE),
+        agent_work("Closed"),
+        ["close_interaction"],
+        "closed",
+    ),
+    Case(
+        "sf2sn.agent-work-closed-ignored", at(sf2sn, S.CLOSED), agent_work("Closed"), [], "closed"
+    ),
+    Case(
+        "sf2sn.agent-work-canceled",
+        at(sf2sn, S.ASSIGNING),
+        agent_work("Canceled"),
+        ["close_interaction", "delete_psr"],
+        "abandoned",
+    ),
+    Case(
+        "sf2sn.agent-work-canceled-ignored", at(sf2sn, S.ACTIVE), bob_aw("Canceled"), [], "active"
+    ),
+    Case(
+        "sf2sn.agent-work-transferred", at(sf2sn, S.ACTIVE), agent_work("Transferred"), [], "active"
+    ),
+    Case(
+        "sf2sn.customer-abandoned",
+        at(sf2sn, S.OFFERED),
+        sf_work_item("Ended"),
+        ["cancel_work_item", "close_interaction", "delete_psr"],
+        "abandoned",
+    ),
+    Case(
+        "sf2sn.work-item-ended",
+        at(sf2sn, S.ACTIVE),
+        sf_work_item("Ended"),
+        ["close_interaction"],
+        "closed",
+    ),
+    Case("sf2sn.work-item-other", at(sf2sn, S.CLOSED), sf_work_item("Ended"), [], "closed"),
+    Case("sf2sn.work-item-open", at(sf2sn, S.OFFERED), sf_work_item("Waiting"), [], "offered"),
+    Case("sf2sn.awa-not-ours", None, awa("queued"), [], None, "skipped"),
+    Case("sf2sn.awa-quiet", at(sf2sn, S.OFFERED), awa("queued"), [], "offered"),
+    Case(
+        "sf2sn.awa-rejected",
+        at(sf2sn, S.OFFERED),
+        awa("queued", rejected=True),
+        ["offer"],
+        "offered",
+    ),
+    Case(
+        "sf2sn.awa-rejected",
+        at(sf2sn, S.OFFERED),
+        awa("canceled", active=False, cancel_reason="transfer_rejected"),
+        ["offer"],
+        "offered",
+    ),
+    Case(
+        "sf2sn.awa-timed-out",
+        at(sf2sn, S.OFFERED),
+        awa("queued", timed_out=True),
+        ["offer"],
+        "offered",
+    ),
+    Case(
+        "sf2sn.awa-transfer-rejected-after-sf-transfer",
+        at(sf2sn, S.TRANSFERRING),
+        awa("canceled", active=False, cancel_reason="transfer_rejected", segment=SEG_2),
+        [],
+        "active",
+    ),
+    Case("sf2sn.awa-late-flags", at(sf2sn, S.ACTIVE), awa("queued", rejected=True), [], "active"),
+    Case(
+        "sf2sn.awa-rejected-during-sf-transfer",
+        at(sf2sn, S.TRANSFERRING),
+        awa("queued", rejected=True, segment=SEG_2),
+        [],
+        "transferring",
+    ),
+    Case(
+        "sf2sn.awa-accepted",
+        at(sf2sn, S.OFFERED),
+        awa("accepted", assigned_to=ALICE.sn_user_sys_id),
+        ["create_agent_work"],
+        "assigning",
+    ),
+    Case(
+        "sf2sn.awa-accepted-again",
+        at(sf2sn, S.ASSIGNING),
+        awa("accepted", assigned_to=ALICE.sn_user_sys_id),
+        [],
+        "assigning",
+    ),
+    Case(
+        "sf2sn.interaction-progress",
+        at(sf2sn, S.ACTIVE),
+        interaction("work_in_progress"),
+        [],
+        "active",
+    ),
+    Case(
+        "sf2sn.interaction-closed",
+        at(sf2sn, S.ACTIVE),
+        interaction("closed_complete"),
+        [],
+        "closed",
+    ),
+    Case(
+        "sf2sn.interaction-abandoned",
+        at(sf2sn, S.ACTIVE),
+        interaction("closed_abandoned"),
+        [],
+        "abandoned",
+    ),
+    Case(
+        "sf2sn.interaction-closed-early",
+        at(sf2sn, S.OFFERED),
+        interaction("closed_complete"),
+        [],
+        "closed",
+    ),
+    Case(
+        "sf2sn.interaction-closed-again",
+        at(sf2sn, S.ABANDONED),
+        interaction("closed_abandoned"),
+        [],
+        "abandoned",
+    ),
+    # ---------------------------------------------------------------- sn_to_sf
+    Case("sn2sf.work-item-queued", None, sn_awa("queued"), ["route"], "routing"),
+    Case("sn2sf.awa-not-ours", None, sn_awa("accepted"), [], None, "skipped"),
+    Case("sn2sf.awa-quiet", at(sn2sf, S.ROUTING), sn_awa("queued"), [], "routing"),
+    Case(
+        "sn2sf.awa-canceled",
+        at(sn2sf, S.ROUTING),
+        sn_awa("canceled", active=False, cancel_reason="timeout"),
+        ["cancel_route"],
+        "abandoned",
+    ),
+    Case(
+        "sn2sf.awa-canceled-late",
+        at(sn2sf, S.ACTIVE),
+        sn_awa("canceled", active=False, cancel_reason="disqualified"),
+        [],
+        "active",
+    ),
+    Case("sn2sf.psr-own", None, sn_psr(), [], None, "skipped"),
+    Case("sn2sf.psr-quiet", at(sn2sf, S.ROUTING), sn_psr(), [], "routing"),
+    Case("sn2sf.agent-work-assigned", at(sn2sf, S.ROUTING), sn_aw("Assigned"), [], "assigned"),
+    Case("sn2sf.agent-work-assigned-ignored", at(sn2sf, S.ACTIVE), sn_aw("Assigned"), [], "active"),
+    Case("sn2sf.agent-work-opened", at(sn2sf, S.ASSIGNED), sn_aw("Opened"), ["offer"], "active"),
+    Case("sn2sf.agent-work-opened-ignored", at(sn2sf, S.ROUTING), sn_aw("Opened"), [], "routing"),
+    Case("sn2sf.agent-work-declined", at(sn2sf, S.ASSIGNED), sn_aw("Declined"), [], "routing"),
+    Case(
+        "sn2sf.agent-work-push-timeout",
+        at(sn2sf, S.ASSIGNED),
+        sn_aw("DeclinedOnPushTimeout"),
+        [],
+        "routing",
+    ),
+    Case("sn2sf.agent-work-other", at(sn2sf, S.ACTIVE), sn_aw("Transferred"), [], "active"),
+    Case(
+        "sn2sf.agent-work-transferred-assigned",
+        at(sn2sf, S.ASSIGNED),
+        sn_aw("Transferred"),
+        [],
+        "assigned",
+    ),
+    Case(
+        "sn2sf.agent-work-closed",
+        at(sn2sf, S.ACTIVE),
+        sn_aw("Closed"),
+        ["close_interaction"],
+        "closed",
+    ),
+    Case("sn2sf.agent-work-closed-ignored", at(sn2sf, S.ROUTING), sn_aw("Closed"), [], "routing"),
+    Case(
+        "sn2sf.sf-work-item-ended",
+        at(sn2sf, S.ROUTING),
+        sf_work_item("Ended", WI_SN),
+        ["close_interaction"],
+        "abandoned",
+    ),
+    Case(
+        "sn2sf.sf-work-item-ended-active",
+        at(sn2sf, S.ACTIVE),
+        sf_work_item("Ended", WI_SN),
+        ["close_interaction"],
+        "closed",
+    ),
+    Case(
+        "sn2sf.sf-work-item-other",
+        at(sn2sf, S.CLOSED),
+        sf_work_item("Waiting", WI_SN),
+        [],
+        "closed",
+    ),
+    Case(
+        "sn2sf.sf-work-item-open",
+        at(sn2sf, S.ASSIGNED),
+        sf_work_item("Active", WI_SN),
+        [],
+        "assigned",
+    ),
+    Case(
+        "sn2sf.interaction-progress",
+        at(sn2sf, S.ACTIVE),
+        interaction("work_in_progress", DOC),
+        [],
+        "active",
+    ),
+    Case(
+        "sn2sf.interaction-closed-before-accept",
+        at(sn2sf, S.ASSIGNED),
+        interaction("closed_complete", DOC),
+        ["cancel_route"],
+        "abandoned",
+    ),
+    Case(
+        "sn2sf.interaction-closed-after-accept",
+        at(sn2sf, S.ACTIVE),
+        interaction("closed_complete", DOC),
+        ["update_agent_work"],
+        "closed",
+    ),
+    Case(
+        "sn2sf.interaction-closed-again",
+        at(sn2sf, S.CLOSED),
+        interaction("closed_abandoned", DOC),
+        [],
+        "closed",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tables() -> Tables:
+    return load_tables()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.rule}:{c.event.record}"[:90] for c in CASES])
+def test_rule(case: Case, tables: Tables) -> None:
+    before = case.before() if case.before else None
+    decision = translate(case.event, before, tables)
+    assert decision.rule_id == case.rule, decision.reason
+    assert decision.outcome == case.outcome
+    assert [c.operation.value for c in decision.commands] == case.ops
+    if case.state is None:
+        assert decision.correlation is None
+    else:
+        assert decision.correlation is not None
+        assert decision.correlation.state == case.state
+
+
+def test_every_rule_has_a_case(tables: Tables) -> None:
+    covered = {c.rule for c in CASES}
+    assert [r.id for r in tables.rules if r.id not in covered] == []
