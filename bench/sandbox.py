@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -31,13 +32,20 @@ WORKERS = 4
 RECORDS = 10_000
 
 
+def _ready(seconds: float) -> None:
+    """Warm-up task: makes the pool start (and import) every worker before timing."""
+    time.sleep(seconds)
+
+
 def _worker(
     urls: Sequence[str], headers: dict[str, str], ca_bundle: str, seconds: float
-) -> tuple[int, int]:
-    """GET the urls round-robin on one keep-alive session for ``seconds``: (ok, failed)."""
+) -> tuple[int, int, float]:
+    """GET the urls round-robin on one keep-alive session for ``seconds``:
+    (ok, failed, seconds actually spent)."""
     session = make_session(ca_bundle)
     ok = failed = 0
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
     index = 0
     while time.monotonic() < deadline:
         answer = session.get(urls[index % len(urls)], headers=headers)
@@ -46,7 +54,7 @@ def _worker(
             ok += 1
         else:
             failed += 1
-    return ok, failed
+    return ok, failed, time.monotonic() - started
 
 
 def throughput(
@@ -60,14 +68,22 @@ def throughput(
     """Requests/s of GETs on ``urls`` from ``workers`` client processes."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for warm in [pool.submit(_ready, 0.5) for _ in range(workers)]:
+            warm.result()
         shuffled = [random.sample(list(urls), len(urls)) for _ in range(workers)]
-        started = time.monotonic()
+        before = os.times()
         futures = [pool.submit(_worker, u, headers, str(ca_bundle), seconds) for u in shuffled]
         counts = [f.result() for f in futures]
-        elapsed = time.monotonic() - started
+        after = os.times()
     ok = sum(c[0] for c in counts)
+    elapsed = max(c[2] for c in counts)
+    # CPU the serving process spent per answer: what one core could serve on a quiet
+    # machine, whatever the client processes took from the other cores.
+    server_cpu = (after.user - before.user) + (after.system - before.system)
     return {
         "requests_per_second": round(ok / elapsed, 1),
+        "server_cpu_us_per_request": round(server_cpu / max(ok, 1) * 1e6),
+        "requests_per_server_core_second": round(ok / server_cpu, 1) if server_cpu else None,
         "requests": ok,
         "failed": sum(c[1] for c in counts),
         "workers": workers,

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from bridge.errors import BridgeError
 from bridge.health import Check, HealthServer
 from bridge.intake import Intake
+from bridge.ledger import audit
 from bridge.ledger.models import utcnow
 from bridge.metrics import OUTBOX_DEPTH
 from bridge.runtime import Runtime
@@ -158,7 +159,9 @@ class Daemon:
 
     def _gauge_outbox(self) -> None:
         try:
-            for status, count in self.runtime.ledger.command_counts().items():
+            with self.runtime.ledger.reading() as session:
+                counts = audit.stats(session)["outbox"]["by_status"]
+            for status, count in counts.items():
                 OUTBOX_DEPTH.labels(status).set(count)
         except Exception:
             log.debug("outbox gauge failed", exc_info=True)

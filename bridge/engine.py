@@ -13,10 +13,11 @@ import copy
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from bridge.errors import Permanent, Skippable
-from bridge.mapping import QueueMap, Rule, Tables
+from bridge.mapping import Action, QueueMap, Rule, Tables
 from bridge.model import (
     NO_CORRELATION,
     QUEUE_TRIGGERS,
@@ -176,27 +177,30 @@ def _awa_trigger(event: Event) -> Trigger:
     return Trigger.WORK_ITEM_ACCEPTED
 
 
+# The fields that name a correlation, per event kind: (field, is a Salesforce id).
+_KEY_FIELDS: dict[EventKind, tuple[tuple[str, bool], ...]] = {
+    EventKind.PSR: (("Id", True), ("WorkItemId", True)),
+    EventKind.PSR_DELETED: (("Id", True),),
+    EventKind.AGENT_WORK: (
+        ("Id", True),
+        ("PendingServiceRoutingId", True),
+        ("WorkItemId", True),
+    ),
+    EventKind.WORK_ITEM: (("Id", True),),
+    EventKind.AWA_WORK_ITEM: (
+        ("external_segment_id", False),
+        ("sys_id", False),
+        ("document_id", False),
+    ),
+    EventKind.INTERACTION: (("sys_id", False), ("correlation_id", True)),
+}
+
+
 def correlation_keys(event: Event) -> list[str]:
     """The ids by which the glue finds the correlation an event belongs to (most specific
     first); empty when the record is too malformed to name any."""
-    names: dict[EventKind, tuple[tuple[str, bool], ...]] = {
-        EventKind.PSR: (("Id", True), ("WorkItemId", True)),
-        EventKind.PSR_DELETED: (("Id", True),),
-        EventKind.AGENT_WORK: (
-            ("Id", True),
-            ("PendingServiceRoutingId", True),
-            ("WorkItemId", True),
-        ),
-        EventKind.WORK_ITEM: (("Id", True),),
-        EventKind.AWA_WORK_ITEM: (
-            ("external_segment_id", False),
-            ("sys_id", False),
-            ("document_id", False),
-        ),
-        EventKind.INTERACTION: (("sys_id", False), ("correlation_id", True)),
-    }
     keys: list[str] = []
-    for name, is_sf in names[event.kind]:
+    for name, is_sf in _KEY_FIELDS[event.kind]:
         value = field_value(event.record, name)
         if not isinstance(value, str) or not value:
             continue
@@ -252,7 +256,6 @@ class _State:
     """A working copy of a correlation: changes collected, then one Decision."""
 
     corr: Correlation
-    at: Any  # when: the event's time (None while applying a command's answer)
     fields: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(init=False)
     segments: list[Segment] = field(init=False)
@@ -277,41 +280,12 @@ class _State:
     def current(self) -> Segment | None:
         return self.segments[-1] if self.segments else None
 
-    def open_segment(self, kind: SegmentKind, **cols: Any) -> Segment:
-        seq = len(self.segments) + 1
-        segment = Segment(
-            seq=seq,
-            external_segment_id=derived_id("segment", self.corr.id, str(seq)),
-            kind=kind,
-            opened_at=self.at,
-            sf_queue_id=self.get("sf_queue_id"),
-            sn_queue_sys_id=self.get("sn_queue_sys_id"),
-            sf_psr_id=self.get("sf_psr_id"),
-            **cols,
-        )
-        self.segments.append(segment)
-        self.added.append(seq)
-        return segment
-
     def update_segment(self, seq: int, **changes: Any) -> Segment:
         segment = replace(self.segments[seq - 1], **changes)
         self.segments[seq - 1] = segment
         if seq not in self.added and seq not in self.updated:
             self.updated.append(seq)
         return segment
-
-    def close_segment(self, outcome: SegmentOutcome) -> None:
-        """Give the outcome to the live segment; a decliner is not offered this again."""
-        segment = self.current()
-        if segment is None or not segment.is_live or segment.outcome is outcome:
-            return
-        # Accepted is held, not over: the segment closes with its final outcome.
-        closed_at = None if outcome is SegmentOutcome.ACCEPTED else self.at
-        self.update_segment(segment.seq, outcome=outcome, closed_at=closed_at)
-        if outcome in (SegmentOutcome.DECLINED, SegmentOutcome.TIMED_OUT):
-            excluded: list[str] = self.data.setdefault("excluded", [])
-            if segment.sn_user_sys_id and segment.sn_user_sys_id not in excluded:
-                excluded.append(segment.sn_user_sys_id)
 
     def expect(self, key: str) -> None:
         expected: list[str] = self.data.setdefault("expect", [])
@@ -356,7 +330,37 @@ class _State:
 class _Work(_State):
     """A working copy while translating an event: the tables are at hand."""
 
+    at: datetime = field(kw_only=True)  # the event's time: segments open and close at it
     tables: Tables = field(kw_only=True)
+
+    def close_segment(self, outcome: SegmentOutcome) -> None:
+        """Give the outcome to the live segment; a decliner is not offered this again."""
+        segment = self.current()
+        if segment is None or not segment.is_live or segment.outcome is outcome:
+            return
+        # Accepted is held, not over: the segment closes with its final outcome.
+        closed_at = None if outcome is SegmentOutcome.ACCEPTED else self.at
+        self.update_segment(segment.seq, outcome=outcome, closed_at=closed_at)
+        if outcome in (SegmentOutcome.DECLINED, SegmentOutcome.TIMED_OUT):
+            excluded: list[str] = self.data.setdefault("excluded", [])
+            if segment.sn_user_sys_id and segment.sn_user_sys_id not in excluded:
+                excluded.append(segment.sn_user_sys_id)
+
+    def open_segment(self, kind: SegmentKind, **cols: Any) -> Segment:
+        seq = len(self.segments) + 1
+        segment = Segment(
+            seq=seq,
+            external_segment_id=derived_id("segment", self.corr.id, str(seq)),
+            kind=kind,
+            opened_at=self.at,
+            sf_queue_id=self.get("sf_queue_id"),
+            sn_queue_sys_id=self.get("sn_queue_sys_id"),
+            sf_psr_id=self.get("sf_psr_id"),
+            **cols,
+        )
+        self.segments.append(segment)
+        self.added.append(seq)
+        return segment
 
 
 # --- translate --------------------------------------------------------------------------
@@ -372,12 +376,12 @@ def translate(event: Event, correlation: Correlation | None, tables: Tables) -> 
             return _open(event, trigger, tables)
         return _continue(event, trigger, correlation, tables)
     except _Reject as exc:
-        return Decision(exc.outcome, reason=exc.reason, trigger=trigger and trigger.value)
-    except Skippable as exc:
-        # Unknown status values are named, not passed over: the ledger shows them as errors.
-        return Decision(EventOutcome.ERROR, reason=exc.message, trigger=trigger and trigger.value)
-    except Permanent as exc:
-        return Decision(EventOutcome.ERROR, reason=exc.message, trigger=trigger and trigger.value)
+        return Decision(exc.outcome, reason=exc.reason, trigger=trigger.value if trigger else None)
+    except (Skippable, Permanent) as exc:
+        # Malformed records and unknown status values are errors the ledger shows, by name.
+        return Decision(
+            EventOutcome.ERROR, reason=exc.message, trigger=trigger.value if trigger else None
+        )
 
 
 def _rule(tables: Tables, direction: Direction, trigger: Trigger, state: str) -> Rule:
@@ -425,7 +429,7 @@ def _open(event: Event, trigger: Trigger, tables: Tables) -> Decision:
         if event.kind is EventKind.PSR
         else _correlation_from_work_item(event, queue, rule.next_state)
     )
-    work = _Work(corr, event.occurred_at, tables=tables)
+    work = _Work(corr, at=event.occurred_at, tables=tables)
     if event.kind is EventKind.AWA_WORK_ITEM:
         _observe(work, event, trigger)
     return _apply_rule(work, event, trigger, rule)
@@ -477,7 +481,7 @@ def _correlation_from_work_item(
 
 
 def _continue(event: Event, trigger: Trigger, corr: Correlation, tables: Tables) -> Decision:
-    work = _Work(corr, event.occurred_at, tables=tables)
+    work = _Work(corr, at=event.occurred_at, tables=tables)
     _observe(work, event, trigger)
     expected = set(work.data.get("expect", ()))
     if any(key in expected for key in _echo_keys(event)):
@@ -579,7 +583,7 @@ def _apply_rule(work: _Work, event: Event, trigger: Trigger, rule: Rule) -> Deci
     if rule.open_segment is not None:
         _open_segment(work, event, rule.open_segment)
     for action in rule.actions:
-        _BUILDERS[action.op](work, event, action.with_)
+        _BUILDERS[action.op](work, event, action)
     if rule.next_state is not None:
         work.set(state=rule.next_state)
     return work.decision(EventOutcome.PROCESSED, rule=rule, trigger=trigger)
@@ -601,12 +605,7 @@ def _open_segment(work: _Work, event: Event, kind: SegmentKind) -> None:
 
 # --- building commands ------------------------------------------------------------------
 
-_Builder = Callable[[_Work, Event, Mapping[str, Any]], None]
-
-
-def _text(options: Mapping[str, Any], key: str, default: str) -> str:
-    value = options.get(key, default)
-    return str(value).lower() if isinstance(value, bool) else str(value)
+_Builder = Callable[[_Work, Event, Action], None]
 
 
 def _event_agent(work: _Work, event: Event) -> tuple[str, str]:
@@ -664,10 +663,10 @@ def _guard_pending_offers(work: _Work) -> None:
             _cancel_item(work, sys_id, CancelReason.MANUALLY_ASSIGNED.value)
 
 
-def _targets(work: _Work, event: Event, options: Mapping[str, Any]) -> dict[str, Any]:
+def _targets(work: _Work, event: Event, action: Action) -> dict[str, Any]:
     """Queue and agents of an offer or transfer; records them on the new segment."""
     segment = work.segments[-1]
-    if _text(options, "target", "queue_agents") == "event_agent":
+    if action.option("target", "queue_agents") == "event_agent":
         sf_user, sn_user = _event_agent(work, event)
         work.update_segment(segment.seq, sf_user_id=sf_user, sn_user_sys_id=sn_user)
         return {"queue_id": work.get("sn_queue_sys_id"), "candidates": [sn_user], "excluded": []}
@@ -680,12 +679,12 @@ def _targets(work: _Work, event: Event, options: Mapping[str, Any]) -> dict[str,
     }
 
 
-def _offer(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _offer(work: _Work, event: Event, action: Action) -> None:
     policies = work.tables.policies
     _guard_pending_offers(work)
-    targets = _targets(work, event, options)
+    targets = _targets(work, event, action)
     segment = work.segments[-1]
-    auto = _text(options, "enable_auto_assign", str(policies.enable_auto_assign).lower())
+    auto = action.option("enable_auto_assign", str(policies.enable_auto_assign).lower())
     params = {
         "document_table": work.get("sn_document_table"),
         "document_id": work.get("sn_document_sys_id"),
@@ -703,12 +702,12 @@ def _offer(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
     work.emit(Operation.OFFER, params, segment.external_segment_id)
 
 
-def _transfer(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _transfer(work: _Work, event: Event, action: Action) -> None:
     policies = work.tables.policies
     previous = work.segments[-2] if len(work.segments) > 1 else None
     source_queue = (previous.sn_queue_sys_id if previous else None) or work.get("sn_queue_sys_id")
     _guard_pending_offers(work)
-    targets = _targets(work, event, options)
+    targets = _targets(work, event, action)
     segment = work.segments[-1]
     params: dict[str, Any] = {
         "document_table": work.get("sn_document_table"),
@@ -720,7 +719,7 @@ def _transfer(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
         "timeout": _timeout(work),
         "allowed_to_decline": policies.allowed_to_decline,
     }
-    if _text(options, "target", "queue_agents") == "event_agent":
+    if action.option("target", "queue_agents") == "event_agent":
         params["target_id"] = targets["candidates"][0]
     else:
         params["candidates"] = targets["candidates"]
@@ -763,8 +762,8 @@ def _prepare_assignment(work: _Work, event: Event) -> tuple[str, str, str]:
     return sn_user, sf_user, work_item
 
 
-def _create_agent_work(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
-    del options
+def _create_agent_work(work: _Work, event: Event, action: Action) -> None:
+    del action
     psr = work.get("sf_psr_id")
     if psr is None:
         raise _Reject(EventOutcome.ERROR, "no PendingServiceRouting known for this conversation")
@@ -779,8 +778,8 @@ def _create_agent_work(work: _Work, event: Event, options: Mapping[str, Any]) ->
     work.emit(Operation.CREATE_AGENT_WORK, params, f"{sf_user}:{psr}")
 
 
-def _assign_agent_work(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
-    del options
+def _assign_agent_work(work: _Work, event: Event, action: Action) -> None:
+    del action
     _, sf_user, work_item = _prepare_assignment(work, event)
     params = {
         "userId": sf_user,
@@ -812,21 +811,21 @@ def _patch_agent_work(work: _Work, agent_work_id: str, status: AgentWorkPatchSta
     work.emit(Operation.UPDATE_AGENT_WORK, params, f"{agent_work_id}:{status.value}")
 
 
-def _update_agent_work(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _update_agent_work(work: _Work, event: Event, action: Action) -> None:
     del event
     agent_work_id = work.get("sf_agent_work_id")
     if agent_work_id is None:
         raise _Reject(EventOutcome.ERROR, "no AgentWork known for this conversation")
-    status = AgentWorkPatchStatus(_text(options, "status", AgentWorkPatchStatus.CLOSE.value))
+    status = AgentWorkPatchStatus(action.option("status", AgentWorkPatchStatus.CLOSE.value))
     _patch_agent_work(work, agent_work_id, status)
 
 
-def _route(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _route(work: _Work, event: Event, action: Action) -> None:
     del event
     conversation = work.get("sf_conversation_id")
     params = {
         "conversationIdentifier": conversation,
-        "routingType": _text(options, "routingType", RoutingType.INITIAL.value),
+        "routingType": action.option("routingType", RoutingType.INITIAL.value),
         "routingInfo": {"queueId": work.get("sf_queue_id")},
     }
     work.emit(Operation.ROUTE, params, conversation)
@@ -843,15 +842,15 @@ def _cancel_route(work: _Work, reason: str) -> None:
     work.emit(Operation.CANCEL_ROUTE, params, conversation)
 
 
-def _cancel_route_action(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _cancel_route_action(work: _Work, event: Event, action: Action) -> None:
     del event
-    _cancel_route(work, _text(options, "cancelReason", RouteCancelReason.CANCEL.value))
+    _cancel_route(work, action.option("cancelReason", RouteCancelReason.CANCEL.value))
 
 
-def _delete_psr(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _delete_psr(work: _Work, event: Event, action: Action) -> None:
     """Delete the orphaned PSR: DELETE /route for conversations routed through the
     Interaction Service API (or when the policy says so), else the REST delete."""
-    del event, options
+    del event, action
     by_route = work.corr.direction is Direction.SN_TO_SF or (
         work.tables.policies.orphan_psr_deletion == "route_api" and work.get("sf_conversation_id")
     )
@@ -870,10 +869,10 @@ def _cancel_item(work: _Work, sys_id: str, reason: str) -> None:
     work.emit(Operation.CANCEL_WORK_ITEM, {"sys_id": sys_id, "cancel_reason": reason}, sys_id)
 
 
-def _cancel_work_item(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _cancel_work_item(work: _Work, event: Event, action: Action) -> None:
     del event
-    pending_only = _text(options, "which", "pending") == "pending"
-    reason = _text(options, "cancel_reason", CancelReason.MANUALLY_ASSIGNED.value)
+    pending_only = action.option("which", "pending") == "pending"
+    reason = action.option("cancel_reason", CancelReason.MANUALLY_ASSIGNED.value)
     for sys_id, item in sorted(work.bucket("work_items").items()):
         if not item.get("active") or item.get("state") == WorkItemState.CANCELED:
             continue
@@ -882,17 +881,17 @@ def _cancel_work_item(work: _Work, event: Event, options: Mapping[str, Any]) -> 
         _cancel_item(work, sys_id, reason)
 
 
-def _close_interaction(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
+def _close_interaction(work: _Work, event: Event, action: Action) -> None:
     del event
-    state = _text(options, "state", InteractionState.CLOSED_COMPLETE.value)
+    state = action.option("state", InteractionState.CLOSED_COMPLETE.value)
     sys_id = work.get("sn_document_sys_id")
     work.expect(f"interaction:{sys_id}:{state}")
     params = {"table": work.get("sn_document_table"), "sys_id": sys_id, "state": state}
     work.emit(Operation.CLOSE_INTERACTION, params, state)
 
 
-def _create_interaction(work: _Work, event: Event, options: Mapping[str, Any]) -> None:
-    del event, options
+def _create_interaction(work: _Work, event: Event, action: Action) -> None:
+    del event, action
     channel = work.tables.channel_by_sf(work.get("sf_service_channel_id"))
     sys_id = work.get("sn_document_sys_id")
     work_item = work.get("sf_work_item_id")
@@ -948,7 +947,7 @@ def apply_result(correlation: Correlation, command: Command, result: Mapping[str
     """
     body = result.get("result", result)
     body = body if isinstance(body, Mapping) else {}
-    work = _State(correlation, None)
+    work = _State(correlation)
     try:
         _LEARN.get(command.operation, _learn_nothing)(work, command, body)
     except ValueError as exc:

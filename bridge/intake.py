@@ -40,6 +40,10 @@ class Intake(Protocol):
 
     name: str
 
+    def streams(self) -> tuple[str, ...]:
+        """The cursor names this intake keeps in the ledger."""
+        ...
+
     def poll(self, now: datetime) -> list[PollResult]: ...
 
     def reset(self) -> None:

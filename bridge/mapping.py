@@ -149,7 +149,8 @@ class Action(_Strict):
     op: Operation
     with_: dict[str, str | bool] = Field(default_factory=dict, alias="with")
 
-    def get(self, key: str, default: str) -> str:
+    def option(self, key: str, default: str) -> str:
+        """A ``with`` value as text (the rule's, else ``default``)."""
         return _text(self.with_.get(key, default))
 
 
@@ -192,8 +193,15 @@ class RuleFile(_Strict):
 class Tables:
     """The loaded tables with the indexes the engine looks things up by."""
 
-    def __init__(self, crosswalk: Crosswalk, policies: Policies, rules: Sequence[Rule]) -> None:
+    def __init__(
+        self,
+        crosswalk: Crosswalk,
+        policies: Policies,
+        rules: Sequence[Rule],
+        crosswalk_lines: Mapping[tuple[str | int, ...], int] | None = None,
+    ) -> None:
         self.crosswalk = crosswalk
+        self.crosswalk_lines = dict(crosswalk_lines or {})
         self.policies = policies
         self.rules = tuple(rules)
         self._queue_sf = {_sf_key(q.sf_queue_id): q for q in crosswalk.queues}
@@ -218,9 +226,6 @@ class Tables:
 
     def queue_by_sn(self, ref: str | None) -> QueueMap | None:
         return self._queue_sn.get(ref) if ref else None
-
-    def queue_by_name(self, name: str) -> QueueMap | None:
-        return self._queue_name.get(name)
 
     def user_by_sf(self, sf_user_id: str | None) -> UserMap | None:
         return self._user_sf.get(_sf_key(sf_user_id)) if sf_user_id else None
@@ -461,6 +466,7 @@ def _check_rules(doc: _Doc, rules: Sequence[Rule]) -> None:
         for state in rule.states:
             if state not in allowed_states:
                 doc.problem(("rules", i, "states"), f"{rule.direction} never is {state!r}")
+        _check_agent_needed(doc, i, rule)
     for direction in Direction:
         for trigger in Trigger:
             states = [s.value for s in DIRECTION_STATES[direction]]
@@ -472,6 +478,20 @@ def _check_rules(doc: _Doc, rules: Sequence[Rule]) -> None:
                     ("rules",),
                     f"no rule for {direction} {trigger} in state(s) {', '.join(missing)}",
                 )
+
+
+def _check_agent_needed(doc: _Doc, index: int, rule: Rule) -> None:
+    """What names "the event's agent" needs every trigger to be an AgentWork event."""
+    if all(t.value.startswith("agent_work.") for t in rule.triggers):
+        return
+    if rule.open_segment is SegmentKind.ROUTE:
+        doc.problem(("rules", index, "open_segment"), "a route segment needs agent_work triggers")
+    for j, action in enumerate(rule.actions):
+        if action.option("target", "") == "event_agent":
+            doc.problem(
+                ("rules", index, "actions", j, "with", "target"),
+                "event_agent needs agent_work triggers (only they name an agent)",
+            )
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -502,7 +522,7 @@ def check_tables(directory: Path | None = None) -> tuple[Tables | None, list[Pro
         _check_rules(rules_doc, rule_file.rules)
     if problems or crosswalk is None or policies is None or rule_file is None:
         return None, problems
-    return Tables(crosswalk, policies, rule_file.rules), []
+    return Tables(crosswalk, policies, rule_file.rules, cw_doc.lines), []
 
 
 def load_tables(directory: Path | None = None) -> Tables:
@@ -540,8 +560,12 @@ class LiveDirectory(Protocol):
 
 def check_live(tables: Tables, directory: LiveDirectory) -> list[Problem]:
     """Every mapped queue, user and channel exists; agents hold the AWA agent roles."""
-    cw = CROSSWALK_FILE
     problems: list[Problem] = []
+
+    def problem(section: str, index: int, message: str) -> None:
+        line = tables.crosswalk_lines.get((section, index))
+        problems.append(Problem(CROSSWALK_FILE, line, f"{section}.{index}", message))
+
     sf_queues = {_sf_key(i) for i in directory.sf_queue_ids()}
     sf_users = {_sf_key(i) for i in directory.sf_user_ids()}
     sf_channels = {_sf_key(i) for i in directory.sf_service_channel_ids()}
@@ -549,35 +573,22 @@ def check_live(tables: Tables, directory: LiveDirectory) -> list[Problem]:
     sn_external = {ext for ext in sn_queues.values() if ext}
     roles = directory.sn_user_roles()
     for i, q in enumerate(tables.crosswalk.queues):
-        key = f"queues.{i}"
         if _sf_key(q.sf_queue_id) not in sf_queues:
-            problems.append(Problem(cw, None, key, f"Salesforce queue {q.sf_queue_id} not found"))
+            problem("queues", i, f"Salesforce queue {q.sf_queue_id} not found")
         if q.sn_queue_sys_id and q.sn_queue_sys_id not in sn_queues:
-            problems.append(Problem(cw, None, key, f"awa_queue {q.sn_queue_sys_id} not found"))
+            problem("queues", i, f"awa_queue {q.sn_queue_sys_id} not found")
         if q.sn_external_id and q.sn_external_id not in sn_external:
-            problems.append(
-                Problem(cw, None, key, f"no awa_queue with external_id {q.sn_external_id!r}")
-            )
+            problem("queues", i, f"no awa_queue with external_id {q.sn_external_id!r}")
     for i, u in enumerate(tables.crosswalk.users):
-        key = f"users.{i}"
         if _sf_key(u.sf_user_id) not in sf_users:
-            problems.append(Problem(cw, None, key, f"Salesforce user {u.sf_user_id} not found"))
+            problem("users", i, f"Salesforce user {u.sf_user_id} not found")
         if u.sn_user_sys_id not in roles:
-            problems.append(Problem(cw, None, key, f"sys_user {u.sn_user_sys_id} not found"))
+            problem("users", i, f"sys_user {u.sn_user_sys_id} not found")
             continue
         missing = [r for r in AWA_AGENT_ROLES if r not in roles[u.sn_user_sys_id]]
         if missing:
-            problems.append(
-                Problem(cw, None, key, f"sys_user {u.sn_user_sys_id} lacks role(s) {missing}")
-            )
+            problem("users", i, f"sys_user {u.sn_user_sys_id} lacks role(s) {missing}")
     for i, c in enumerate(tables.crosswalk.channels):
         if _sf_key(c.sf_service_channel_id) not in sf_channels:
-            problems.append(
-                Problem(
-                    cw,
-                    None,
-                    f"channels.{i}",
-                    f"Salesforce ServiceChannel {c.sf_service_channel_id} not found",
-                )
-            )
+            problem("channels", i, f"ServiceChannel {c.sf_service_channel_id} not found")
     return problems

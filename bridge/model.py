@@ -63,13 +63,6 @@ class RoutingModel(StrEnum):
     MOST_AVAILABLE = "MostAvailable"
 
 
-class PsrRoutingType(StrEnum):
-    """PendingServiceRouting.RoutingType: how the PSR is routed."""
-
-    QUEUE_BASED = "QueueBased"
-    SKILLS_BASED = "SkillsBased"
-
-
 class RoutingType(StrEnum):
     """Interaction Service API ``routingType`` of ``POST /route``."""
 
@@ -502,10 +495,6 @@ class Correlation:
     data: Mapping[str, Any] = field(default_factory=dict)
     segments: tuple[Segment, ...] = ()
 
-    @property
-    def current_segment(self) -> Segment | None:
-        return self.segments[-1] if self.segments else None
-
 
 # --- engine output ----------------------------------------------------------------------
 
@@ -526,7 +515,9 @@ class Decision:
     """What one event (or one command's answer) changes.
 
     ``correlation`` is the new state (None when the event opens nothing and changes nothing);
-    ``segments_added`` / ``segments_updated`` are the rows the glue inserts / updates.
+    ``segments_added`` / ``segments_updated`` are the rows the glue inserts / updates. The glue
+    stores them whenever they are given, whatever the outcome (an echo still teaches ids, an
+    error may still close a segment); ``version`` is left for the glue to move.
     """
 
     outcome: EventOutcome

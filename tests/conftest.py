@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.ledger",
     "tests.fixtures.salesforce",
     "tests.fixtures.servicenow",
+    "tests.fixtures.bridge",
 ]

@@ -19,6 +19,8 @@ import typer
 from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from sqlmodel import SQLModel
 
 from bridge.config import load_settings
 from bridge.errors import ConfigError
@@ -70,6 +72,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def record(row: SQLModel) -> dict[str, Any]:
+    """A ledger row as a dict, columns in their declared order."""
+    return {name: getattr(row, name) for name in type(row).model_fields}
+
+
 def mask(secret: SecretStr | None) -> str | None:
     return None if secret is None else "********"
 
@@ -119,7 +126,8 @@ def print_table(
     for c in cols:
         table.add_column(c.title, overflow="fold")
     for row in rows:
-        table.add_row(*(c.fmt(row.get(c.key)) for c in cols))
+        # Text, not markup: values such as "[processed]" are data, shown as they are.
+        table.add_row(*(Text(c.fmt(row.get(c.key))) for c in cols))
     console().print(table)
 
 

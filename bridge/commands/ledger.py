@@ -21,6 +21,7 @@ from bridge.commands.common import (
     print_fields,
     print_json,
     print_table,
+    record,
     write_csv,
     write_jsonl,
 )
@@ -116,17 +117,17 @@ def list_(
         state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
     )
     with open_ledger().reading() as session:
-        rows = [c.model_dump() for c in audit.list_correlations(session, flt, limit)]
+        rows = [record(c) for c in audit.list_correlations(session, flt, limit)]
     emit(rows, LIST_COLUMNS, as_json=as_json, title="correlations")
 
 
 def _dump_detail(detail: audit.CorrelationDetail) -> dict[str, Any]:
     return {
-        "correlation": detail.correlation.model_dump(),
-        "segments": [s.model_dump() for s in detail.segments],
-        "events": [e.model_dump() for e in detail.events],
-        "commands": [c.model_dump() for c in detail.commands],
-        "findings": [f.model_dump() for f in detail.findings],
+        "correlation": record(detail.correlation),
+        "segments": [record(s) for s in detail.segments],
+        "events": [record(e) for e in detail.events],
+        "commands": [record(c) for c in detail.commands],
+        "findings": [record(f) for f in detail.findings],
     }
 
 
@@ -180,9 +181,7 @@ def export(
         state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
     )
     with open_ledger().reading() as session:
-        rows: Iterator[dict[str, Any]] = (
-            c.model_dump() for c in audit.iter_correlations(session, flt)
-        )
+        rows: Iterator[dict[str, Any]] = (record(c) for c in audit.iter_correlations(session, flt))
         out = sys.stdout if output is None else output.open("w", encoding="utf-8", newline="")
         try:
             if fmt is ExportFormat.csv:
@@ -240,12 +239,12 @@ def reconciliations(
         if run is not None:
             found, findings = audit.run_findings(session, run)
             data: Any = {
-                "run": found.model_dump(),
-                "findings": [f.model_dump() for f in findings],
+                "run": record(found),
+                "findings": [record(f) for f in findings],
             }
         else:
             data = [
-                {**r.model_dump(), "findings": counts}
+                {**record(r), "findings": counts}
                 for r, counts in audit.reconcile_runs(session, limit)
             ]
     if run is None:

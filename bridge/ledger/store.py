@@ -120,12 +120,27 @@ def _insert(session: Session, model: type[SQLModel]) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table(model))
 
 
+_ALLOWED_VALUES: dict[str, tuple[str | None, ...]] = {
+    "direction": DIRECTIONS,
+    "kind": SEGMENT_KINDS,
+    "outcome": (None, *SEGMENT_OUTCOMES),
+}
+
+
 def _check_columns(
     model: type[SQLModel], changes: Mapping[str, Any], fixed: frozenset[str]
 ) -> None:
+    """Unknown or read-only columns, and values outside a column's vocabulary, are refused
+    with the names of the culprits (before the database sees them)."""
     bad = sorted(k for k in changes if k not in model.model_fields or k in fixed)
     if bad:
         raise LedgerError(f"cannot set {', '.join(bad)} on {model.__name__}")
+    for key, allowed in _ALLOWED_VALUES.items():
+        if key in changes and key in model.model_fields and changes[key] not in allowed:
+            raise LedgerError(
+                f"{model.__name__}.{key} must be one of "
+                f"{', '.join(str(a) for a in allowed)}, not {changes[key]!r}"
+            )
 
 
 class _Clock:

@@ -5,6 +5,7 @@ bridge's error branches (``bridge.http.raise_http_errors`` on the session)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -13,8 +14,9 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
+from bridge.config import Settings
 from bridge.errors import BridgeError, Permanent, from_http, from_transport
-from bridge.http import raise_http_errors
+from bridge.http import make_session, raise_http_errors
 from bridge.salesforce.auth import SYSTEM, SalesforceTokens, Token
 
 T = TypeVar("T")
@@ -96,32 +98,67 @@ class SalesforceAdapter:
         self._authorization_context = authorization_context
         self._authorization_context_type = authorization_context_type
         self._instance_url = instance_url
+        self._lock = threading.Lock()
         self._client: Salesforce | None = None
         self._client_token: Token | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SalesforceAdapter:
+        """The adapter the settings describe (``ConfigError`` naming what is missing)."""
+        sf = settings.require_salesforce()
+
+        def session() -> requests.Session:
+            return make_session(
+                settings.ca_bundle,
+                timeout=settings.http_timeout,
+                pool_maxsize=max(settings.dispatch_concurrency, 4),
+                system=SYSTEM,
+            )
+
+        tokens = SalesforceTokens(
+            session(),
+            login_url=sf.login_url,
+            client_id=str(sf.client_id),
+            client_secret=sf.client_secret,
+            username=sf.username,
+            jwt_key_file=sf.jwt_key_file,
+        )
+        return cls(
+            session(),
+            tokens,
+            api_version=sf.api_version,
+            scrt_url=sf.scrt_url,
+            org_id=sf.org_id,
+            authorization_context=sf.authorization_context,
+            authorization_context_type=sf.authorization_context_type,
+            instance_url=sf.instance_url,
+        )
+
     # -- plumbing -------------------------------------------------------------------------
 
-    def _sf(self) -> Salesforce:
+    def _sf(self) -> tuple[Salesforce, Token]:
+        """The client for the current token (a new one after a refresh), and that token."""
         token = self._tokens.token()
-        if self._client is None or self._client_token is not token:
-            self._client = Salesforce(
-                instance_url=self._instance_url or token.instance_url,
-                session_id=token.access_token.get_secret_value(),
-                version=self._api_version,
-                session=self._session,
-            )
-            self._client_token = token
-        return self._client
+        with self._lock:
+            if self._client is None or self._client_token is not token:
+                self._client = Salesforce(
+                    instance_url=self._instance_url or token.instance_url,
+                    session_id=token.access_token.get_secret_value(),
+                    version=self._api_version,
+                    session=self._session,
+                )
+                self._client_token = token
+            return self._client, token
 
     def _call(self, fn: Callable[[Salesforce], T]) -> T:
         """Run one client call; re-authenticate once on an expired session; map errors."""
         for attempt in (1, 2):
-            client = self._sf()
+            client, token = self._sf()
             try:
                 return fn(client)
             except BridgeError as exc:
                 if exc.status == 401 and attempt == 1:
-                    self._tokens.refresh(self._client_token)
+                    self._tokens.refresh(token)
                     continue
                 raise
             except SalesforceError as exc:  # 3xx answers: the session hook raises for >= 400
@@ -143,7 +180,8 @@ class SalesforceAdapter:
     # -- REST -----------------------------------------------------------------------------
 
     def query(self, soql: str) -> Iterator[dict[str, Any]]:
-        """Every record of a query, page by page (``nextRecordsUrl``)."""
+        """Every record of a query, page by page (``nextRecordsUrl``); lazy: a failure
+        raises while iterating, at the page that failed."""
         result: dict[str, Any] = self._call(lambda sf: dict(sf.query(soql)))
         while True:
             for record in result["records"]:

@@ -115,12 +115,14 @@ class SalesforceTokens:
             raise from_transport(SYSTEM, exc) from exc
         if response.status_code != 200:
             raise error_of(SYSTEM, response, "OAuth token request failed")
-        body = response.json()
         try:
+            body = response.json()
             return Token(
                 access_token=SecretStr(body["access_token"]),
                 instance_url=body["instance_url"],
                 issued_at=time.time(),
             )
-        except KeyError as exc:
-            raise Permanent(f"OAuth answer without {exc}", system=SYSTEM) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Permanent(
+                f"OAuth answer without an access token and instance URL ({exc!r})", system=SYSTEM
+            ) from exc

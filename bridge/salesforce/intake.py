@@ -17,6 +17,11 @@ from bridge.ledger.store import Ledger, NewEvent
 from bridge.salesforce.api import SalesforceApi, parse_sf_datetime, soql_datetime, soql_string
 
 SOURCE = "salesforce"
+PSR_STREAM = "salesforce:PendingServiceRouting"
+PSR_DELETED_STREAM = "salesforce:PendingServiceRouting:deleted"
+AGENT_WORK_STREAM = "salesforce:AgentWork"
+# sobjects/X/deleted refuses windows starting more than 30 days back
+DELETED_RETENTION = timedelta(days=30)
 
 PSR_FIELDS = (
     "Serial",
@@ -73,18 +78,15 @@ class SalesforceIntake:
         self._overlap = timedelta(seconds=overlap_seconds)
 
     def streams(self) -> tuple[str, ...]:
-        return (
-            "salesforce:PendingServiceRouting",
-            "salesforce:PendingServiceRouting:deleted",
-            "salesforce:AgentWork",
-        )
+        return (PSR_STREAM, PSR_DELETED_STREAM, AGENT_WORK_STREAM)
 
     def reset(self) -> None:
         for stream in self.streams():
             self._ledger.delete_cursor(stream)
 
     def poll(self, now: datetime) -> list[PollResult]:
-        return [self._poll_psr(now), self._poll_deleted_psr(now), self._poll_agent_work(now)]
+        # AgentWork before PSR deletions: an acceptance reads as Opened, then PSR deleted
+        return [self._poll_psr(now), self._poll_agent_work(now), self._poll_deleted_psr(now)]
 
     def _since(self, stream: str) -> datetime | None:
         cursor = self._ledger.get_cursor(stream)
@@ -117,7 +119,7 @@ class SalesforceIntake:
         return poll
 
     def _poll_psr(self, now: datetime) -> PollResult:
-        stream = "salesforce:PendingServiceRouting"
+        stream = PSR_STREAM
         if not self._queue_ids:
             return PollResult(stream, 0, 0, None)
         since = self._since(stream)
@@ -133,7 +135,7 @@ class SalesforceIntake:
         return self._record(stream, "psr", self._api.query(soql), now, "SystemModstamp")
 
     def _poll_agent_work(self, now: datetime) -> PollResult:
-        stream = "salesforce:AgentWork"
+        stream = AGENT_WORK_STREAM
         since = self._since(stream)
         columns = ", ".join(["Id", "SystemModstamp", *AGENT_WORK_FIELDS])
         if since is None:
@@ -147,15 +149,18 @@ class SalesforceIntake:
         return self._record(stream, "agent_work", self._api.query(soql), now, "Status")
 
     def _poll_deleted_psr(self, now: datetime) -> PollResult:
-        stream = "salesforce:PendingServiceRouting:deleted"
+        stream = PSR_DELETED_STREAM
         cursor = self._ledger.get_cursor(stream)
-        # sobjects/X/deleted accepts a window of at most 30 days and minute granularity
-        # on some orgs: start a minute back from the cursor; the inbox drops repeats.
+        # The org covers deletions up to the last whole minute (latestDateCovered): start a
+        # minute back from the cursor; the inbox drops repeats. After a long outage, start
+        # as far back as the org allows (deletions older than that are gone for good; the
+        # reconcilers find what they left behind).
         start = (
             datetime.fromisoformat(cursor) - timedelta(minutes=1)
             if cursor is not None
             else now - timedelta(minutes=5)
         )
+        start = max(start, now - DELETED_RETENTION + timedelta(minutes=1))
         # the API reads whole seconds: end at the next one so that a deletion of this very
         # second is in the window
         end = now.replace(microsecond=0) + timedelta(seconds=1)

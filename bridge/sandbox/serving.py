@@ -340,7 +340,7 @@ class ServedApp:
             timeout_keep_alive=30,
             # Stop at once: idle keep-alive connections of test clients must not hold a
             # test's teardown for the whole keep-alive time.
-            timeout_graceful_shutdown=0.5,
+            timeout_graceful_shutdown=1,
             h11_max_incomplete_event_size=1_048_576,
         )
         self._server = uvicorn.Server(config)

@@ -16,8 +16,9 @@ from pydantic import SecretStr
 from pysnc import ServiceNowClient
 from pysnc import exceptions as snc_errors
 
+from bridge.config import Settings
 from bridge.errors import BridgeError, ConfigError, Permanent, from_transport
-from bridge.http import raise_http_errors
+from bridge.http import make_session, raise_http_errors
 
 T = TypeVar("T")
 
@@ -105,6 +106,25 @@ class ServiceNowAdapter:
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._client = ServiceNowClient(self._instance_url, session, auto_retry=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceNowAdapter:
+        """The adapter the settings describe (``ConfigError`` naming what is missing)."""
+        sn = settings.require_servicenow()
+        session = make_session(
+            settings.ca_bundle,
+            timeout=settings.http_timeout,
+            pool_maxsize=max(settings.dispatch_concurrency, 4),
+            system=SYSTEM,
+        )
+        return cls(
+            session,
+            str(sn.instance_url),
+            username=sn.username,
+            password=sn.password,
+            client_id=sn.client_id,
+            client_secret=sn.client_secret,
+        )
 
     # -- auth and errors -------------------------------------------------------------------
 

@@ -49,6 +49,11 @@ INTERACTION_FIELDS = (
 )
 
 
+def stream_of(table: str) -> str:
+    """The intake stream (and cursor) name of a table."""
+    return f"{SOURCE}:{table}"
+
+
 def parse_sn_datetime(value: str) -> datetime:
     return datetime.strptime(value, SN_TIME).replace(tzinfo=UTC)
 
@@ -74,7 +79,7 @@ class ServiceNowIntake:
         self._page = page
 
     def streams(self) -> tuple[str, ...]:
-        return ("servicenow:awa_work_item", "servicenow:interaction")
+        return (stream_of("awa_work_item"), stream_of("interaction"))
 
     def reset(self) -> None:
         for stream in self.streams():
@@ -91,11 +96,9 @@ class ServiceNowIntake:
             ),
         ]
 
-    def _poll(
-        self, table: str, fields: Sequence[str], condition: str, now: datetime
-    ) -> PollResult:
+    def _poll(self, table: str, fields: Sequence[str], condition: str, now: datetime) -> PollResult:
         kind = table
-        stream = f"servicenow:{table}"
+        stream = stream_of(table)
         cursor = self._ledger.get_cursor(stream)
         after: tuple[str, str] | None = None
         if cursor is None:

@@ -7,10 +7,10 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.http import make_session
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.salesforce.api import SalesforceAdapter
 from bridge.salesforce.auth import SalesforceTokens
+from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.servicenow.api import ServiceNowAdapter
 
 API_VERSION = "62.0"

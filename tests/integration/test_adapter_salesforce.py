@@ -4,18 +4,24 @@ Interaction Service API, and every failure mapped to its error branch."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
+from pydantic import SecretStr
 
-from bridge.errors import OutcomeUnknown, Permanent, Retriable
+from bridge.config import Settings
+from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable, Skippable
+from bridge.http import error_of, make_session
+from bridge.salesforce.api import SalesforceAdapter
+from bridge.salesforce.auth import SalesforceTokens, jwt_audience
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.salesforce.ids import to15
-from bridge.salesforce.api import SalesforceAdapter
 from tests.integration.conftest import sf_adapter_for
 
 ALICE, BOB = seed.AGENTS[0].sf_user_id, seed.AGENTS[1].sf_user_id
@@ -43,19 +49,16 @@ def test_both_token_flows_authenticate_and_query(sf_sandbox: SalesforceSandbox, 
     assert sf_sandbox.counters.total("POST", TOKEN) == 1
 
 
-@pytest.mark.parametrize(
-    "expire",
-    [
-        lambda sandbox: sandbox.control.revoke_tokens(),
-        lambda sandbox: sandbox.clock.advance(3 * 3600),
-    ],
-    ids=["revoked", "expired"],
-)
+@pytest.mark.parametrize("how", ["revoked", "expired"])
 def test_a_dead_token_is_refreshed_once_and_the_call_succeeds(
-    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter, expire: Any
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter, how: str
 ) -> None:
+    sf_sandbox.oauth.token_ttl = timedelta(seconds=60)  # the fixture puts the TTL back
     assert psr_ids(sf_adapter) == set()
-    expire(sf_sandbox)
+    if how == "revoked":
+        sf_sandbox.control.revoke_tokens()
+    else:
+        sf_sandbox.clock.advance(61)
     _, psr = start(sf_sandbox)
     assert psr_ids(sf_adapter) == {psr}
     assert sf_sandbox.counters.total("POST", TOKEN) == 2
@@ -85,7 +88,7 @@ def test_query_follows_relative_next_records_urls(
 def test_changed_returns_records_modified_since_oldest_first(
     sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
 ) -> None:
-    _, old = start(sf_sandbox)
+    start(sf_sandbox)
     sf_sandbox.clock.advance(5)
     since = sf_sandbox.clock.now() - timedelta(seconds=1)
     _, new = start(sf_sandbox, "Billing_External")
@@ -277,7 +280,7 @@ def test_cancel_after_accept_is_a_permanent_error_with_the_api_code(
 
 def test_a_bad_authorization_context_is_refused(sf_sandbox: SalesforceSandbox) -> None:
     adapter = sf_adapter_for(sf_sandbox)
-    adapter._authorization_context = "not a developer name"  # noqa: SLF001 - the bad header
+    adapter._authorization_context = "not a developer name"
     with pytest.raises(Permanent) as caught:
         adapter.route(str(uuid.uuid4()), _route_body("conv-5"))
     assert (caught.value.status, caught.value.code) == (403, "10005")
@@ -310,3 +313,130 @@ def test_interaction_service_faults_map_to_their_branch(
     answer = sf_adapter.route(request_id, _route_body("conv-6"))
     assert answer["success"] is True
     assert psr_ids(sf_adapter) == {answer["psrId"]}
+
+
+def test_from_settings_builds_a_working_adapter(sf_sandbox: SalesforceSandbox) -> None:
+    settings = Settings(
+        _env_file=None,
+        ca_bundle=sf_sandbox.ca_bundle,
+        salesforce={
+            "instance_url": sf_sandbox.instance_url,
+            "login_url": sf_sandbox.instance_url,
+            "client_id": sf_sandbox.client_id,
+            "username": sf_sandbox.username,
+            "jwt_key_file": sf_sandbox.jwt_key_file,
+            "scrt_url": sf_sandbox.scrt_url,
+            "org_id": sf_sandbox.org_id,
+            "authorization_context": "BYO_SandboxChannel",
+        },
+    )
+    adapter = SalesforceAdapter.from_settings(settings)
+    assert adapter.route(str(uuid.uuid4()), _route_body("conv-settings"))["success"] is True
+    assert len(psr_ids(adapter)) == 1
+
+
+def test_from_settings_names_what_is_missing() -> None:
+    with pytest.raises(ConfigError) as caught:
+        SalesforceAdapter.from_settings(Settings(_env_file=None))
+    assert "BRIDGE_SALESFORCE__CLIENT_ID" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("login_url", "audience"),
+    [
+        ("https://login.salesforce.com", "https://login.salesforce.com"),
+        ("https://acme.my.salesforce.com", "https://login.salesforce.com"),
+        ("https://test.salesforce.com", "https://test.salesforce.com"),
+        ("https://acme--uat.sandbox.my.salesforce.com", "https://test.salesforce.com"),
+        ("https://127.0.0.1:8443/", "https://127.0.0.1:8443"),
+    ],
+)
+def test_jwt_audience(login_url: str, audience: str) -> None:
+    assert jwt_audience(login_url) == audience
+
+
+def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response.headers.update(headers or {})
+    return response
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "message", "code"),
+    [
+        (
+            400,
+            [{"message": "No such column", "errorCode": "INVALID_FIELD", "fields": []}],
+            Permanent,
+            "No such column",
+            "INVALID_FIELD",
+        ),
+        (
+            403,
+            [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
+            Retriable,
+            "TotalRequests Limit exceeded.",
+            "REQUEST_LIMIT_EXCEEDED",
+        ),
+        (409, {"code": 10085, "message": "Invalid status"}, Permanent, "Invalid status", "10085"),
+        (
+            400,
+            {"error": "invalid_grant", "error_description": "audience is invalid"},
+            Permanent,
+            "invalid_grant: audience is invalid",
+            "invalid_grant",
+        ),
+        (
+            409,
+            {"error": {"message": "Agent is not available", "detail": None}, "status": "failure"},
+            Permanent,
+            "Agent is not available",
+            None,
+        ),
+        (
+            404,
+            {"error": {"message": "No Record found", "detail": "Record doesn't exist"}},
+            Permanent,
+            "No Record found (Record doesn't exist)",
+            None,
+        ),
+        (502, b"<html>Bad gateway</html>", Retriable, "<html>Bad gateway</html>", None),
+        (500, b"", Retriable, "HTTP 500", None),
+        (
+            404,
+            [{"errorCode": "ENTITY_IS_DELETED", "message": "gone"}],
+            Skippable,
+            "gone",
+            "ENTITY_IS_DELETED",
+        ),
+    ],
+)
+def test_error_answers_of_every_shape(
+    status: int, body: Any, kind: type[Exception], message: str, code: str | None
+) -> None:
+    error = error_of("salesforce", _answer(status, body, {"Retry-After": "4"}))
+    assert type(error) is kind
+    assert (error.status, error.message, error.code) == (status, message, code)
+    if isinstance(error, Retriable):
+        assert error.retry_after == 4.0
+
+
+@pytest.mark.parametrize("jwt", [False, True], ids=["client_credentials", "jwt_bearer"])
+def test_refused_credentials_are_permanent_with_the_oauth_error(
+    sf_sandbox: SalesforceSandbox, jwt: bool
+) -> None:
+    tokens = SalesforceTokens(
+        make_session(sf_sandbox.ca_bundle),
+        login_url=sf_sandbox.instance_url,
+        client_id=sf_sandbox.client_id,
+        client_secret=None if jwt else SecretStr("wrong"),
+        username="nobody@example.com" if jwt else None,
+        jwt_key_file=sf_sandbox.jwt_key_file if jwt else None,
+    )
+    with pytest.raises(Permanent) as caught:
+        tokens.token()
+    assert caught.value.status == 400
+    assert caught.value.code == ("invalid_grant" if jwt else "invalid_client")
+    assert caught.value.message.startswith("OAuth token request failed: ")

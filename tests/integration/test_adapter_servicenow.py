@@ -8,9 +8,13 @@ import math
 import uuid
 from typing import Any
 
+import certifi
 import pytest
+from pydantic import SecretStr
 
-from bridge.errors import OutcomeUnknown, Permanent, Retriable
+from bridge.config import Settings
+from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable
+from bridge.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.sandbox.servicenow.ratelimit import RateLimitRule
@@ -26,9 +30,9 @@ TOKEN = "/oauth_token.do"
 def interactions(sandbox: ServiceNowSandbox, count: int, **values: str) -> list[str]:
     """``count`` interactions inserted in one go (mostly within the same second)."""
     return [
-        sandbox.instance.insert("interaction", {"state": "new", "short_description": f"#{n}", **values})[
-            "sys_id"
-        ]
+        sandbox.instance.insert(
+            "interaction", {"state": "new", "short_description": f"#{n}", **values}
+        )["sys_id"]
         for n in range(count)
     ]
 
@@ -50,10 +54,6 @@ def test_oauth_fetches_a_new_token_once_after_a_401(sn_sandbox: ServiceNowSandbo
 
 
 def test_a_wrong_password_is_permanent(sn_sandbox: ServiceNowSandbox) -> None:
-    from pydantic import SecretStr
-
-    from bridge.http import make_session
-
     adapter = ServiceNowAdapter(
         make_session(sn_sandbox.ca_bundle),
         sn_sandbox.instance_url,
@@ -201,11 +201,12 @@ def test_faults_map_to_their_branch(
     call: str,
 ) -> None:
     sn_sandbox.control.add_fault({"path": "/api/now/table/interaction", "count": 1, **fault})
+    calls = {
+        "query": lambda: sn_adapter.query("interaction", "", ["state"]),
+        "insert": lambda: sn_adapter.insert("interaction", {"state": "new", "channel": "fault"}),
+    }
     with pytest.raises(expected) as caught:
-        if call == "query":
-            sn_adapter.query("interaction", "", ["state"])
-        else:
-            sn_adapter.insert("interaction", {"state": "new", "channel": "fault"})
+        calls[call]()
     assert type(caught.value) is expected
     assert isinstance(caught.value, Retriable)
     assert caught.value.retry_after == retry_after
@@ -232,10 +233,30 @@ def test_the_rate_limiter_answers_429_with_retry_after(
 def test_the_environment_ca_bundle_does_not_override_the_pinned_ca(
     sn_sandbox: ServiceNowSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import certifi
-
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     monkeypatch.setenv("CURL_CA_BUNDLE", certifi.where())
     adapter = sn_adapter_for(sn_sandbox)
     assert [r["sys_id"] for r in adapter.query("sys_user", "user_name=alice.ahmed", [])] == [ALICE]
     assert adapter.get("sys_user", BOB) is not None
+
+
+@pytest.mark.parametrize("oauth", [False, True], ids=["basic", "oauth"])
+def test_from_settings_builds_a_working_adapter(sn_sandbox: ServiceNowSandbox, oauth: bool) -> None:
+    credentials = (
+        {"client_id": sn_sandbox.oauth_client_id, "client_secret": sn_sandbox.oauth_client_secret}
+        if oauth
+        else {"username": sn_sandbox.username, "password": sn_sandbox.password}
+    )
+    settings = Settings(
+        _env_file=None,
+        ca_bundle=sn_sandbox.ca_bundle,
+        servicenow={"instance_url": sn_sandbox.instance_url, **credentials},
+    )
+    adapter = ServiceNowAdapter.from_settings(settings)
+    assert adapter.get("sys_user", ALICE) is not None
+
+
+def test_from_settings_names_what_is_missing() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ServiceNowAdapter.from_settings(Settings(_env_file=None))
+    assert "BRIDGE_SERVICENOW__INSTANCE_URL" in caught.value.message

@@ -5,22 +5,21 @@ committed late; a poll with nothing new costs one call per stream."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bridge.intake import PollResult
 from bridge.ledger import InboxEvent, Ledger
+from bridge.salesforce.api import SalesforceAdapter
+from bridge.salesforce.intake import PSR_DELETED_STREAM, PSR_STREAM, SalesforceIntake
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.intake import SalesforceIntake
 
 ALICE = seed.AGENTS[0].sf_user_id
 SUPPORT, BILLING, OVERFLOW = (q.sf_queue_id for q in seed.QUEUES)
 MESSAGING = seed.CHANNELS[0].sf_service_channel_id
-PSR_STREAM = "salesforce:PendingServiceRouting"
 QUERY = "/services/data/v{version}/query"
 DELETED = "/services/data/v{version}/sobjects/{sobject}/deleted"
 
@@ -82,7 +81,7 @@ def test_agent_work_statuses_and_psr_deletion_become_events(
     poll(intake, sf_sandbox)
     sf_sandbox.control.accept(work)
     results = poll(intake, sf_sandbox)
-    assert results["salesforce:PendingServiceRouting:deleted"].recorded == 1
+    assert results[PSR_DELETED_STREAM].recorded == 1
     assert kinds(sqlite_ledger) == [
         ("psr", started["psr_id"]),
         ("psr", started["psr_id"]),  # IsPushed = true once the AgentWork exists
@@ -178,3 +177,20 @@ def test_first_start_reads_live_agent_work_only(
     poll(intake, sf_sandbox)
     agent_work = [e.payload["Id"] for e in events(sqlite_ledger) if e.kind == "agent_work"]
     assert agent_work == [work]
+
+
+def test_after_a_long_outage_deletions_are_read_as_far_back_as_the_org_allows(
+    sf_sandbox: SalesforceSandbox,
+    sf_adapter: SalesforceAdapter,
+    intake: SalesforceIntake,
+    sqlite_ledger: Ledger,
+) -> None:
+    started = sf_sandbox.control.start_conversation("Support_External")
+    sf_adapter.delete("PendingServiceRouting", started["psr_id"])
+    long_ago = sf_sandbox.clock.now() - timedelta(days=40)
+    sqlite_ledger.set_cursor(PSR_DELETED_STREAM, long_ago.isoformat())
+    results = poll(intake, sf_sandbox)
+    assert results[PSR_DELETED_STREAM].recorded == 1
+    assert [e.payload["Id"] for e in events(sqlite_ledger) if e.kind == "psr_deleted"] == [
+        started["psr_id"]
+    ]

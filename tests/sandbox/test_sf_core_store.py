@@ -145,6 +145,7 @@ def test_change_log_and_modstamp(org: Org) -> None:
     assert events[1].values == {"Subject": "b"}
     assert [e.replay_id for e in events] == sorted(e.replay_id for e in events)
     assert org.changes.since(events[1].replay_id) == events[2:]
+    assert org.changes.earliest_replay_id == events[0].replay_id
     assert org.get("Case", case["Id"]) is None
     gone = org.get_including_deleted("Case", case["Id"])
     assert gone is not None
@@ -174,6 +175,7 @@ def test_retention_purges_events_and_deleted_records(org: Org) -> None:
     org.clock.advance(timedelta(hours=73).total_seconds())
     org.purge()
     assert org.changes.since(0) == []
+    assert org.changes.earliest_replay_id is None
     assert org.get_including_deleted("Case", case["Id"]) is None
     assert org.changes.latest_replay_id == latest  # replay ids never go back
 
@@ -257,10 +259,15 @@ def test_behaviour_hooks(org: Org) -> None:
 def test_transaction_rolls_back(org: Org) -> None:
     kept = org.insert("Case", {"Subject": "kept"})
     replay = org.changes.latest_replay_id
-    with pytest.raises(SalesforceApiError), org.transaction():
-        org.update("Case", kept["Id"], {"Subject": "changed"})
-        org.insert("Case", {"Subject": "new"})
-        org.insert("Case", {"Nope": 1})
+
+    def writes() -> None:
+        with org.transaction():
+            org.update("Case", kept["Id"], {"Subject": "changed"})
+            org.insert("Case", {"Subject": "new"})
+            org.insert("Case", {"Nope": 1})
+
+    with pytest.raises(SalesforceApiError):
+        writes()
     assert [r["Subject"] for r in org.all("Case")] == ["kept"]
     assert org.where("Case", Subject="changed") == []
     assert org.changes.latest_replay_id == replay

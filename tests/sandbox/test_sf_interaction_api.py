@@ -604,3 +604,23 @@ def test_injected_fault_answers_in_the_documented_error_form(
     assert (
         scrt.call("POST", "route", _route(conversationIdentifier=conversation())).status_code == 202
     )
+
+
+def test_a_defect_answers_500_in_the_documented_form_and_is_not_replayed(
+    sf_sandbox: SalesforceSandbox,
+    scrt: Scrt,
+    schemas: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("defect")
+
+    monkeypatch.setattr(sf_sandbox.omni, "start", broken)
+    request_id = str(uuid.uuid4())
+    body = _route(conversationIdentifier=conversation())
+    failed = scrt.call("POST", "route", body, RequestId=request_id)
+    assert (failed.status_code, failed.json()["code"]) == (500, 500)
+    conforms(schemas, "Error", failed.json())
+    monkeypatch.undo()
+    retried = scrt.call("POST", "route", body, RequestId=request_id)
+    assert retried.status_code == 202

@@ -441,3 +441,13 @@ def test_omni_routed_queue_waits_for_free_capacity(
     sf_sandbox.control.close(first_work["Id"])
     assert works_on(sf_client, second_item) == [(ALICE, "Assigned")]
     assert works_on(sf_client, first_item) == [(ALICE, "Closed")]
+
+
+def test_psr_serial_moves_only_when_the_org_changes_it(
+    sf_sandbox: SalesforceSandbox, sf_client: Salesforce
+) -> None:
+    _, psr_id = start(sf_sandbox)
+    sf_sandbox.org.update("PendingServiceRouting", psr_id, {"IsPushed": False}, system=True)
+    assert psr_of(sf_client, psr_id)["Serial"] == 0
+    sf_sandbox.org.update("PendingServiceRouting", psr_id, {"RoutingPriority": 3}, system=True)
+    assert psr_of(sf_client, psr_id)["Serial"] == 1

@@ -21,6 +21,7 @@ from simple_salesforce.exceptions import (
 from bridge.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.sandbox.salesforce.store import Org
 from bridge.sandbox.serving import Fault
 
 SUPPORT = seed.QUEUES[0]
@@ -436,6 +437,50 @@ def test_injected_fault_is_rest_shaped(
     assert error.value.content[0]["errorCode"] == "SERVER_UNAVAILABLE"
     _assert_serving(sf_client)
     assert sf_sandbox.counters.total("GET", "/services/data/v{version}/query") == 2
+
+
+class _Broken:
+    """A behaviour with a bug: every Case insert fails inside the org."""
+
+    def before_insert(self, org: Org, sobject: str, record: dict[str, Any], system: bool) -> None:
+        if sobject == "Case":
+            raise RuntimeError("bug")
+
+    def after_insert(self, org: Org, sobject: str, record: dict[str, Any], system: bool) -> None:
+        return None
+
+    def before_update(
+        self, org: Org, sobject: str, old: dict[str, Any], changes: dict[str, Any], system: bool
+    ) -> None:
+        return None
+
+    def after_update(
+        self, org: Org, sobject: str, old: dict[str, Any], new: dict[str, Any], system: bool
+    ) -> None:
+        return None
+
+    def before_delete(self, org: Org, sobject: str, record: dict[str, Any], system: bool) -> None:
+        return None
+
+    def after_delete(self, org: Org, sobject: str, record: dict[str, Any], system: bool) -> None:
+        return None
+
+
+def test_internal_error_is_unknown_exception(
+    sf_client: Salesforce, sf_sandbox: SalesforceSandbox
+) -> None:
+    broken = _Broken()
+    sf_sandbox.org.add_behaviour(broken)
+    try:
+        with pytest.raises(SalesforceGeneralError) as error:
+            sf_client.Case.create({"Subject": "boom"})
+    finally:
+        sf_sandbox.org.remove_behaviour(broken)
+    assert error.value.status == 500
+    body = error.value.content[0]
+    assert body["errorCode"] == "UNKNOWN_EXCEPTION"
+    assert "Traceback" not in body["message"]
+    assert sf_client.Case.create({"Subject": "fine"})["success"] is True
 
 
 def test_state_file(sf_sandbox: SalesforceSandbox, tmp_path: Path) -> None:

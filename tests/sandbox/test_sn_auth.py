@@ -147,8 +147,18 @@ def test_token_endpoint_errors(
     assert (answer_status, body["error"]) == (status, error)
 
 
-def test_token_endpoint_needs_a_form(sn_sandbox: ServiceNowSandbox) -> None:
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Content-Type": "application/json"}, b'{"grant_type": "password"}'),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"grant_type=" + b"x" * 70_000),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"grant_type=\xff\xfe"),
+    ],
+)
+def test_token_endpoint_needs_a_small_form(
+    sn_sandbox: ServiceNowSandbox, headers: dict[str, str], body: bytes
+) -> None:
     session = sn_session(sn_sandbox)
-    answer = session.post(f"{sn_sandbox.instance_url}/oauth_token.do", json={"grant_type": "x"})
+    answer = session.post(f"{sn_sandbox.instance_url}/oauth_token.do", data=body, headers=headers)
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_request"

@@ -373,3 +373,21 @@ def test_acl_refuses_writes_of_an_agent(sn_sandbox: ServiceNowSandbox) -> None:
     with pytest.raises(RoleException, match="ACL restricts"):
         gr.insert()
     assert len(sn_sandbox.instance.rows("awa_queue")) == 3
+
+
+def test_an_unexpected_failure_is_a_servicenow_500(
+    sn_sandbox: ServiceNowSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> dict[str, str]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(sn_sandbox.instance, "insert", broken)
+    session = sn_session(sn_sandbox)
+    answer = session.post(f"{sn_sandbox.instance_url}/api/now/table/interaction", json={})
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error": {"message": "Internal server error", "detail": "RuntimeError"},
+        "status": "failure",
+    }
+    assert "disk on fire" not in answer.text
+    assert session.get(f"{sn_sandbox.instance_url}/api/now/table/awa_queue").status_code == 200

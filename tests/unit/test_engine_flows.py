@@ -499,7 +499,8 @@ def test_bad_input(
 ) -> None:
     decision = translate(ev, before, tables)
     assert decision.outcome == outcome, name
-    assert decision.reason is not None and reason in decision.reason, decision.reason
+    assert decision.reason is not None
+    assert reason in decision.reason, decision.reason
     assert decision.commands == ()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from engine_builders import (
@@ -45,15 +45,14 @@ class Case(NamedTuple):
     outcome: str = "processed"
 
 
-def sn_awa(state: str, **kw: object) -> Event:
-    args: dict[str, object] = {
+def sn_awa(state: str, **kw: Any) -> Event:
+    defaults: dict[str, Any] = {
         "sys_id": AWI_SN,
         "queue": OVERFLOW.sn_queue_sys_id,
         "document_id": DOC,
         "segment": "",
     }
-    args.update(kw)
-    return awa(state, **args)  # type: ignore[arg-type]
+    return awa(state, **{**defaults, **kw})
 
 
 def sn_aw(status: str) -> Event:

@@ -166,6 +166,15 @@ BROKEN = [
         "'everyone' is not one of queue_agents, event_agent",
     ),
     Broken(
+        "event agent of an event without one",
+        "rules.yaml",
+        "triggers: [agent_work.opened]\n    states: [assigned]",
+        "triggers: [agent_work.opened, interaction.new]\n    states: [assigned]",
+        "rules.49.actions.0.with.target",
+        "event_agent needs agent_work triggers",
+        "with: {target: event_agent, enable_auto_assign: true}",
+    ),
+    Broken(
         "uncovered combination",
         "rules.yaml",
         "states: [active, transferring]\n    close_segment: closed",
@@ -362,16 +371,20 @@ def test_live_check_reports_each_missing_thing() -> None:
     fake.roles[alice.sn_user_sys_id] = {"awa_agent"}
     del fake.roles[carol.sn_user_sys_id]
     fake.sf_channels.discard(seed.CHANNELS[1].sf_service_channel_id)
+    cw = default_directory() / "crosswalk.yaml"
     assert _live(fake) == [
-        f"crosswalk.yaml: queues.0: Salesforce queue {support.sf_queue_id[:15]}"
-        f"{support.sf_queue_id[15:]} not found",
-        "crosswalk.yaml: queues.1: no awa_queue with external_id 'BILLING_EXT'",
-        f"crosswalk.yaml: users.0: sys_user {alice.sn_user_sys_id} lacks role(s) "
-        "['awa_external_user']",
-        f"crosswalk.yaml: users.1: Salesforce user {bob.sf_user_id} not found",
-        f"crosswalk.yaml: users.2: sys_user {carol.sn_user_sys_id} not found",
-        f"crosswalk.yaml: channels.1: Salesforce ServiceChannel "
-        f"{seed.CHANNELS[1].sf_service_channel_id} not found",
+        f"crosswalk.yaml:{line_of(cw, '- name: Support')}: queues.0: "
+        f"Salesforce queue {support.sf_queue_id} not found",
+        f"crosswalk.yaml:{line_of(cw, '- name: Billing')}: queues.1: "
+        "no awa_queue with external_id 'BILLING_EXT'",
+        f"crosswalk.yaml:{line_of(cw, '- name: alice.ahmed')}: users.0: "
+        f"sys_user {alice.sn_user_sys_id} lacks role(s) ['awa_external_user']",
+        f"crosswalk.yaml:{line_of(cw, '- name: bob.brown')}: users.1: "
+        f"Salesforce user {bob.sf_user_id} not found",
+        f"crosswalk.yaml:{line_of(cw, '- name: carol.chen')}: users.2: "
+        f"sys_user {carol.sn_user_sys_id} not found",
+        f"crosswalk.yaml:{line_of(cw, '- name: Case')}: channels.1: "
+        f"ServiceChannel {seed.CHANNELS[1].sf_service_channel_id} not found",
     ]
 
 

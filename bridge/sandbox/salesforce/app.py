@@ -213,8 +213,10 @@ class SalesforceSandbox:
         target = Path(directory or self.state_dir)
         target.mkdir(parents=True, exist_ok=True)
         path = target / STATE_FILE
-        path.write_text(json.dumps(self.facts(), indent=2) + "\n")
-        path.chmod(0o600)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(self.facts(), indent=2) + "\n")
+        partial.chmod(0o600)
+        partial.replace(path)  # readers never see half a file
         return path
 
     # -- lifecycle --------------------------------------------------------------------

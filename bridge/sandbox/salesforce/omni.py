@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -43,7 +42,9 @@ class OrgHost(Protocol):
     def clock(self) -> Clock: ...
 
 
-def invalid(message: str, status: int = 400, code: str = "FIELD_INTEGRITY_EXCEPTION") -> Exception:
+def invalid(
+    message: str, status: int = 400, code: str = "FIELD_INTEGRITY_EXCEPTION"
+) -> SalesforceApiError:
     """A refused write or transition, in the org's error shape."""
     return SalesforceApiError(status, code, message)
 
@@ -63,6 +64,8 @@ class OmniChannel:
         self._deadlines: list[tuple[float, str]] = []
         # Omni-routed PSRs ready for routing and not pushed: what the router looks at.
         self._waiting: dict[str, None] = {}
+        # ConversationIdentifier -> MessagingSession id (the store does not index it).
+        self._conversations: dict[str, str] = {}
         host.org.on_reset(self._forget)
         host.clock.on_advance(self.apply_due)
 
@@ -79,8 +82,9 @@ class OmniChannel:
 
     def after_insert(self, org: Org, sobject: str, record: dict[str, Any], system: bool) -> None:
         if sobject == PSR:
-            self._track(record)
-            self._route_waiting(org)
+            self._route_new(org, record)
+        elif sobject == "MessagingSession" and record["ConversationIdentifier"]:
+            self._conversations[record["ConversationIdentifier"]] = record["Id"]
         elif sobject == AGENT_WORK and record["Status"] == ASSIGNED:
             psr_id = record["PendingServiceRoutingId"]
             if psr_id and org.get(PSR, psr_id) is not None:
@@ -103,7 +107,8 @@ class OmniChannel:
         if sobject != PSR:
             return
         if system:
-            changes.setdefault("Serial", old["Serial"] + 1)
+            if any(old[k] != v for k, v in changes.items()):
+                changes.setdefault("Serial", old["Serial"] + 1)
         elif old["IsReadyForRouting"]:
             raise SalesforceApiError(
                 400,
@@ -118,9 +123,10 @@ class OmniChannel:
     ) -> None:
         if sobject != PSR:
             return
-        self._track(new)
         if new["IsReadyForRouting"] and not old["IsReadyForRouting"]:
-            self._route_waiting(org)
+            self._route_new(org, new)
+        else:
+            self._track(new)
 
     def before_delete(self, org: Org, sobject: str, record: dict[str, Any], system: bool) -> None:
         if sobject == AGENT_WORK and not system and record["Status"] not in DELETABLE_STATUSES:
@@ -171,6 +177,11 @@ class OmniChannel:
         """The live PendingServiceRouting of a work item (at most one exists)."""
         found = self.org.where(PSR, WorkItemId=work_item_id)
         return found[0] if found else None
+
+    def conversation(self, conversation_identifier: str) -> dict[str, Any] | None:
+        """The MessagingSession of a conversation identifier, if there is one."""
+        session_id = self._conversations.get(conversation_identifier)
+        return self.org.get("MessagingSession", session_id) if session_id else None
 
     def current_presence(self, user_id: str) -> dict[str, Any] | None:
         found = self.org.where("UserServicePresence", UserId=user_id, IsCurrentState=True)
@@ -322,13 +333,28 @@ class OmniChannel:
         org = self.org
         with org.lock:
             work = self._in_status(agent_work_id, OPENED, "transferred")
-            group = self.queue(queue)
-            self._set_status(work, "Transferred")
-            psr = self.route_work_item(
-                work["WorkItemId"], group["Id"], work["ServiceChannelId"], transfer=True
-            )
+            return self.transfer(work["WorkItemId"], self.queue(queue)["Id"])
+
+    def transfer(self, work_item_id: str, queue_id: str) -> dict[str, Any]:
+        """The work item moves to a queue: its Opened AgentWork becomes Transferred, and a
+        new PSR with IsTransfer = true routes it there."""
+        org = self.org
+        with org.lock:
+            work = self._open_work_of_item(work_item_id)
+            for opened in work:
+                if opened["Status"] == OPENED:
+                    self._set_status(opened, "Transferred")
+            channel_id = work[0]["ServiceChannelId"] if work else self._channel_of(work_item_id)
+            psr = self.route_work_item(work_item_id, queue_id, channel_id, transfer=True)
             self._route_waiting(org)
             return psr
+
+    def _channel_of(self, work_item_id: str) -> str:
+        entity, _ = self._work_item(work_item_id)
+        for candidate in self.org.all("ServiceChannel"):
+            if candidate["RelatedEntity"] == entity:
+                return str(candidate["Id"])
+        raise invalid(f"No service channel routes {entity} work items", 404, "NOT_FOUND")
 
     def transfer_to_agent(self, agent_work_id: str, user_id: str) -> dict[str, Any]:
         """The agent transfers to another agent: a second AgentWork Assigned, no new PSR."""
@@ -399,10 +425,9 @@ class OmniChannel:
     # -- the clock ------------------------------------------------------------------------
     def apply_due(self) -> None:
         """Apply push time-outs whose time has come (cheap when none is due)."""
-        if not self._deadlines:
-            return
         now = self._host.clock.timestamp()
-        if self._deadlines[0][0] > now:
+        soonest = self._deadlines[:1]  # a copy: other threads may pop meanwhile
+        if not soonest or soonest[0][0] > now:
             return
         org = self.org
         with org.lock:
@@ -530,7 +555,7 @@ class OmniChannel:
         capacities = [p["ConfiguredCapacity"] for p in earlier if p["ConfiguredCapacity"]]
         return capacities[-1] if capacities else seed.DEFAULT_AGENT_CAPACITY
 
-    def _open_work_of_item(self, work_item_id: str) -> Iterable[dict[str, Any]]:
+    def _open_work_of_item(self, work_item_id: str) -> list[dict[str, Any]]:
         return [
             w
             for w in self.org.where(AGENT_WORK, WorkItemId=work_item_id)
@@ -598,21 +623,35 @@ class OmniChannel:
 
     def _forget(self) -> None:
         self._waiting.clear()
+        self._conversations.clear()
         self._deadlines.clear()
 
+    def _route_new(self, org: Org, psr: dict[str, Any]) -> None:
+        """A PSR that just became ready: only it can have changed, so only it is routed."""
+        self._track(psr)
+        if psr["Id"] in self._waiting:
+            self._route(org, psr)
+
     def _route_waiting(self, org: Org) -> None:
-        """Omni-routed PSRs that wait for an agent get one if anybody can take them."""
+        """Omni-routed PSRs that wait for an agent get one if anybody can take them
+        (after presence or capacity changed), in routing order."""
         waiting = [psr for psr_id in list(self._waiting) if (psr := org.get(PSR, psr_id))]
         waiting.sort(key=lambda p: (p["RoutingPriority"] or 0, p["CreatedDate"], p["Id"]))
+        # Per queue, the smallest weight nobody could take: heavier work need not be tried.
+        full: dict[str, float] = {}
         for psr in waiting:
-            if psr["Id"] in self._waiting:
-                self._route(org, psr)
+            weight = float(psr["CapacityWeight"] or 1.0)
+            untried = weight < full.get(psr["QueueId"], float("inf"))
+            if psr["Id"] in self._waiting and untried and not self._route(org, psr):
+                full[psr["QueueId"]] = weight
 
-    def _route(self, org: Org, psr: dict[str, Any]) -> None:
+    def _route(self, org: Org, psr: dict[str, Any]) -> bool:
+        """Assign the PSR to the best eligible member of its queue. False when no online
+        member has the capacity for it (whoever declined it or not)."""
         entity, item = self._work_item(psr["WorkItemId"])
         if _ended(entity, item):
             self._waiting.pop(psr["Id"], None)
-            return
+            return True
         weight = float(psr["CapacityWeight"] or 1.0)
         refused = {
             w["UserId"]
@@ -621,14 +660,16 @@ class OmniChannel:
         }
         busy = {w["UserId"] for w in self._open_work_of_item(item["Id"])}
         best: tuple[float, str] | None = None
+        anybody = False
         for member in org.where("GroupMember", GroupId=psr["QueueId"]):
             user_id: str = member["UserOrGroupId"]
-            presence = self.current_presence(user_id) if user_id not in refused | busy else None
-            if presence is None:
+            presence = self.current_presence(user_id)
+            if presence is None or self._free_capacity(user_id, presence) < weight:
+                continue
+            anybody = True
+            if user_id in refused | busy:
                 continue
             free = self._free_capacity(user_id, presence)
-            if free < weight:
-                continue
             score = free if psr["RoutingModel"] == "MostAvailable" else -self._active(user_id)
             if best is None or score > best[0]:
                 best = (score, user_id)
@@ -643,6 +684,7 @@ class OmniChannel:
                 },
                 system=True,
             )
+        return anybody
 
     def _active(self, user_id: str) -> int:
         return sum(len(self.org.where(AGENT_WORK, UserId=user_id, Status=s)) for s in OPEN_STATUSES)

@@ -23,7 +23,13 @@ from starlette.routing import Route
 from bridge.sandbox.salesforce import ids
 from bridge.sandbox.salesforce.auth import OAuth, Token
 from bridge.sandbox.salesforce.soql import json_value
-from bridge.sandbox.salesforce.store import RETENTION, Org, SalesforceApiError, parse_datetime
+from bridge.sandbox.salesforce.store import (
+    RETENTION,
+    Org,
+    SalesforceApiError,
+    id18,
+    parse_datetime,
+)
 
 MIN_VERSION, MAX_VERSION = 41, 66
 DEFAULT_PAGE_SIZE = 2000
@@ -502,15 +508,13 @@ class RestApi:
             raise SalesforceApiError(
                 400, "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"]
             )
-        self.org.update(sobject, record_id, fields)
-        return ids.to18(record_id)
+        return str(self.org.update(sobject, record_id, fields)["Id"])
 
     def _delete_one(self, record_id: str) -> str:
         sobject = self.org.sobject_of(record_id)
         if sobject is None:
             raise SalesforceApiError(400, "MALFORMED_ID", f"malformed id {record_id}", [])
-        self.org.delete(sobject, record_id)
-        return ids.to18(record_id)
+        return str(self.org.delete(sobject, record_id)["Id"])
 
     async def http_exception(self, request: Request, exc: Exception) -> Response:
         """Starlette's own 404/405 (no route, wrong method) and anything uncaught, in the
@@ -578,7 +582,7 @@ def _version(text: str) -> str:
 
 
 def _path_id(sobject: str, prefix: str, raw: str) -> str:
-    if not ids.is_valid(raw):
+    if id18(raw) is None:
         if len(raw) in (15, 18):
             raise SalesforceApiError(
                 400, "MALFORMED_ID", f"{sobject} ID: id value of incorrect type: {raw}"

@@ -76,7 +76,8 @@ class SObject:
     def relationship(self, name: str) -> Field | None:
         return self._relationships.get(name.lower())
 
-    def describe(self, url_prefix: str) -> dict[str, Any]:
+    def summary(self, url_prefix: str) -> dict[str, Any]:
+        """The sObject as the ``sobjects/`` list shows it."""
         base = f"{url_prefix}/sobjects/{self.name}"
         return {
             "name": self.name,
@@ -88,7 +89,6 @@ class SObject:
             "queryable": True,
             "retrieveable": True,
             "replicateable": True,
-            "fields": [f.describe() for f in self.fields.values()],
             "urls": {
                 "sobject": base,
                 "describe": f"{base}/describe",
@@ -96,22 +96,9 @@ class SObject:
             },
         }
 
-    def summary(self, url_prefix: str) -> dict[str, Any]:
-        base = f"{url_prefix}/sobjects/{self.name}"
-        return {
-            "name": self.name,
-            "label": self.name,
-            "keyPrefix": self.key_prefix,
-            "createable": self.createable,
-            "updateable": self.updateable,
-            "deletable": self.deletable,
-            "queryable": True,
-            "urls": {
-                "sobject": base,
-                "describe": f"{base}/describe",
-                "rowTemplate": f"{base}/{{ID}}",
-            },
-        }
+    def describe(self, url_prefix: str) -> dict[str, Any]:
+        """The ``describe`` answer: the summary plus every field."""
+        return {**self.summary(url_prefix), "fields": [f.describe() for f in self.fields.values()]}
 
 
 # Shorthands for the tables below: C = createable, U = updateable, R = required on create.
@@ -147,22 +134,12 @@ def _bool(name: str, props: str = "", default: bool = False) -> Field:
     return _f(name, FieldType.BOOLEAN, props, default=default)
 
 
-_S, _P, _B = FieldType.STRING, FieldType.PICKLIST, FieldType.BOOLEAN
+_S, _P = FieldType.STRING, FieldType.PICKLIST
 _I, _D, _DT = FieldType.INT, FieldType.DOUBLE, FieldType.DATETIME
-
-# Standard fields every object has, maintained by the org.
-STANDARD_FIELDS: tuple[str, ...] = (
-    "Id",
-    "IsDeleted",
-    "CreatedDate",
-    "CreatedById",
-    "LastModifiedDate",
-    "LastModifiedById",
-    "SystemModstamp",
-)
 
 
 def _standard() -> list[Field]:
+    """Fields every object has, maintained by the org."""
     return [
         _f("Id", FieldType.ID, default=None),
         _bool("IsDeleted"),

@@ -192,9 +192,9 @@ class ChangeLog:
             del self._replay_ids[:drop]
 
 
-def _now_ms(clock: Clock) -> datetime:
-    now = clock.now()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+def _to_ms(moment: datetime) -> datetime:
+    """Salesforce keeps datetimes to the millisecond."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _type_error(sobject: str, f: Field, value: Any) -> SalesforceApiError:
@@ -248,6 +248,10 @@ class Org:
         with self.lock:
             self._behaviours.append(behaviour)
 
+    def remove_behaviour(self, behaviour: Behaviour) -> None:
+        with self.lock:
+            self._behaviours.remove(behaviour)
+
     def on_reset(self, listener: Callable[[], None]) -> None:
         """Called after ``reset()`` re-seeded the org (behaviours drop their own state)."""
         with self.lock:
@@ -255,12 +259,12 @@ class Org:
 
     def now(self) -> datetime:
         """Sandbox time at Salesforce's millisecond resolution."""
-        return _now_ms(self.clock)
+        return _to_ms(self.clock.now())
 
     # -- reads ------------------------------------------------------------------------
     def sobject_of(self, record_id: str) -> str | None:
         """The sObject an id belongs to, by its key prefix (None if malformed/unknown)."""
-        if not ids.is_valid(record_id):
+        if id18(record_id) is None:
             return None
         return self.schema.sobject_for_prefix(record_id[:3])
 
@@ -278,7 +282,7 @@ class Org:
         return (sobject, record) if record is not None else None
 
     def get_including_deleted(self, sobject: str, record_id: str) -> dict[str, Any] | None:
-        key = _id18(record_id)
+        key = id18(record_id)
         with self.lock:
             record = self._tables[self._canonical(sobject)].get(key) if key else None
             return dict(record) if record is not None else None
@@ -303,7 +307,7 @@ class Org:
                     400, "INVALID_FIELD", f"No such column '{key}' on entity '{name}'"
                 )
             wanted[f.name] = (
-                _id18(value) or value if f.type in _ID_TYPES and isinstance(value, str) else value
+                id18(value) or value if f.type in _ID_TYPES and isinstance(value, str) else value
             )
         with self.lock:
             table = self._tables[name]
@@ -494,7 +498,7 @@ class Org:
         return found.name
 
     def _live(self, name: str, record_id: str) -> dict[str, Any] | None:
-        key = _id18(record_id)
+        key = id18(record_id)
         if key is None:
             return None
         with self.lock:
@@ -502,7 +506,7 @@ class Org:
             return record if record is not None and not record["IsDeleted"] else None
 
     def _require_live(self, name: str, record_id: str) -> dict[str, Any]:
-        key = _id18(record_id)
+        key = id18(record_id)
         if key is None:
             raise SalesforceApiError(
                 400, "MALFORMED_ID", f"{name} ID: id value of incorrect type: {record_id}", ["Id"]
@@ -609,7 +613,7 @@ class Org:
         return value
 
     def _reference(self, sobject: str, f: Field, value: Any) -> str:
-        key = _id18(value) if isinstance(value, str) else None
+        key = id18(value) if isinstance(value, str) else None
         if key is None:
             raise SalesforceApiError(
                 400, "MALFORMED_ID", f"{f.name}: id value of incorrect type: {value}", [f.name]
@@ -733,7 +737,7 @@ class _Source:
 
     def by_id(self, record_id: str) -> tuple[str, Mapping[str, Any]] | None:
         sobject = self._org.sobject_of(record_id)
-        key = _id18(record_id)
+        key = id18(record_id)
         if sobject is None or key is None:
             return None
         record = self._org._tables[sobject].get(key)
@@ -745,7 +749,8 @@ class _Source:
 _ID_TYPES = (FieldType.ID, FieldType.REFERENCE)
 
 
-def _id18(value: Any) -> str | None:
+def id18(value: Any) -> str | None:
+    """The 18-character form of an id (15 or 18 characters), None if it is not one."""
     if not isinstance(value, str):
         return None
     return _id18_of(value)
@@ -772,8 +777,7 @@ def _coerce_datetime(sobject: str, f: Field, value: Any) -> datetime:
             raise _type_error(sobject, f, value) from exc
     else:
         raise _type_error(sobject, f, value)
-    parsed = parsed.astimezone(UTC)
-    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+    return _to_ms(parsed.astimezone(UTC))
 
 
 def _coerce_date(sobject: str, f: Field, value: Any) -> date:

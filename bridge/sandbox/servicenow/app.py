@@ -82,7 +82,6 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("servicenow sandbox: %s %s failed: %r", request.method, request.url.path, exc)
     return ServiceNowApiError(500, "Internal server error", type(exc).__name__).response()
 
 
@@ -117,16 +116,29 @@ class Gate:
             await exc.response(headers)(scope, receive, send)
             return
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and extra:
-                message = dict(message)
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-                ]
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if extra:
+                    message = dict(message)
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+                    ]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette answered the 500 already and re-raises; swallowing it here keeps
+            # the client's keep-alive connection usable.
+            log.exception("servicenow sandbox: %s %s failed", scope["method"], path)
+            if not started:
+                error = ServiceNowApiError(500, "Internal server error", None)
+                await error.response()(scope, receive, send)
 
     def _admit(self, scope: Scope) -> dict[str, str]:
         """Check one request; the extra answer headers (rate limit) if it may proceed."""
@@ -239,8 +251,11 @@ class ServiceNowSandbox:
         self.stop()
 
     def reset(self) -> None:
-        """Back to the seed: data, tokens, rate limits, faults and counters."""
-        self.instance.reset()
+        """Back to the seed: data, pending AWA deadlines, tokens, rate limits, faults and
+        counters (the clock keeps its time)."""
+        with self.instance.lock:
+            self.instance.reset()
+            self.awa.reset()
         self.auth.revoke_all()
         self.rate_limits.clear()
         self.faults.clear()

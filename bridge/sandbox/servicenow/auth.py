@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.sandbox.servicenow.store import Instance, ServiceNowApiError, json_response
+from bridge.sandbox.servicenow.table_api import read_body
 from bridge.sandbox.serving import Clock
 
 ACCESS_TOKEN_SECONDS = 1800
@@ -182,9 +183,10 @@ async def _form(request: Request) -> dict[str, str]:
         raise OAuthError(
             400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded"
         )
-    raw = await request.body()
-    if len(raw) > _MAX_FORM_BYTES:
-        raise OAuthError(400, "invalid_request", "request body too large")
+    try:
+        raw = await read_body(request, max_bytes=_MAX_FORM_BYTES)
+    except ServiceNowApiError:
+        raise OAuthError(400, "invalid_request", "request body too large") from None
     try:
         return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -208,7 +209,11 @@ class Instance:
         with self.lock:
             for user in self._find("sys_user", {"user_name": user_name}):
                 stored = self._passwords.get(user["sys_id"])
-                if stored is not None and stored == password and user["active"] == "true":
+                if (
+                    stored is not None
+                    and secrets.compare_digest(stored.encode(), password.encode())
+                    and user["active"] == "true"
+                ):
                     return user["sys_id"]
         return None
 

@@ -80,14 +80,7 @@ async def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any
         raise ServiceNowApiError(
             415, "Unsupported Media Type", f"Content-Type {content_type} is not supported"
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise body_too_large(max_bytes)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, max_bytes=max_bytes)
     try:
         body = json.loads(raw) if raw.strip() else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -99,6 +92,18 @@ async def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any
             400, "Exception while reading request", "The payload must be a JSON object"
         )
     return body
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The request body, read no further than ``max_bytes`` (413 beyond)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise body_too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def body_too_large(max_bytes: int) -> ServiceNowApiError:

@@ -1,0 +1,108 @@
+"""Reconcilers: compare both systems with the ledger and repair drift (see ``base``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.ledger.models import utcnow
+from bridge.reconcile.base import (
+    Context,
+    Options,
+    Outcome,
+    PlannedFinding,
+    Progress,
+    Reconciler,
+    RunReport,
+    no_progress,
+    registry,
+    run,
+    select_reconcilers,
+)
+from bridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Context",
+    "Options",
+    "Outcome",
+    "PlannedFinding",
+    "Progress",
+    "Reconciler",
+    "RunReport",
+    "RuntimePipeline",
+    "context_for",
+    "registry",
+    "run",
+    "run_with",
+    "scheduled",
+    "select_reconcilers",
+]
+
+
+@dataclass
+class RuntimePipeline:
+    """The runtime's processor and dispatcher, driven by a one-off ``--apply`` run."""
+
+    runtime: Runtime
+
+    def process_pending(self) -> object:
+        return self.runtime.processor.process_pending()
+
+    def dispatch_once(self) -> int:
+        return self.runtime.dispatcher.run_once().claimed
+
+
+def context_for(
+    runtime: Runtime,
+    *,
+    now: datetime | None = None,
+    options: Options | None = None,
+    progress: Progress = no_progress,
+) -> Context:
+    return Context(
+        ledger=runtime.ledger,
+        tables=runtime.tables,
+        salesforce=runtime.salesforce,
+        servicenow=runtime.servicenow,
+        now=now or utcnow(),
+        options=options or Options(),
+        progress=progress,
+    )
+
+
+def run_with(
+    runtime: Runtime,
+    names: Sequence[str] | None = None,
+    *,
+    apply: bool,
+    since: datetime | None = None,
+    settle: bool = True,
+    options: Options | None = None,
+    progress: Progress = no_progress,
+) -> RunReport:
+    """One reconciliation with the runtime's adapters; ``settle`` drives the repairs through
+    its processor and dispatcher before returning (one-off runs)."""
+    ctx = context_for(runtime, options=options, progress=progress)
+    pipeline = RuntimePipeline(runtime) if apply and settle else None
+    return run(ctx, names, apply=apply, since=since, pipeline=pipeline)
+
+
+def scheduled(runtime: Runtime, options: Options | None = None) -> Callable[[], None]:
+    """The daemon's reconciliation job: every reconciler, repairs written to the ledger
+    (the daemon's own dispatcher sends them)."""
+
+    def job() -> None:
+        report = run_with(runtime, apply=True, settle=False, options=options)
+        log.info(
+            "reconciliation %s: %d finding(s), %d unresolved",
+            report.run_id,
+            len(report.findings),
+            report.unresolved,
+            extra={"counts": report.counts()},
+        )
+
+    return job

@@ -1,0 +1,76 @@
+"""AgentWork still Assigned (pushed, not accepted) while the conversation was accepted by
+someone else, or is over: two agents would hold one conversation. The stale AgentWork is
+cancelled (``PATCH /agentWork`` Cancel). A Salesforce transfer to an agent (the bridge's
+``transferring`` state) keeps an Assigned AgentWork on purpose and is left alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from bridge.ledger.models import Correlation
+from bridge.ledger.store import NewCommand
+from bridge.model import AgentWorkPatchStatus, AgentWorkStatus, CorrelationState, Operation
+from bridge.reconcile.base import Context, PlannedFinding, Repairs
+from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_soql, sf18
+from bridge.salesforce.api import soql_datetime
+from bridge.sandbox.salesforce.ids import to15
+
+KIND = "assigned_elsewhere"
+FIELDS = ("UserId", "WorkItemId", "PendingServiceRoutingId", "CreatedDate")
+
+
+def elsewhere(corr: Correlation, user_id: str | None) -> bool:
+    if corr.state in FINAL_STATES:
+        return True
+    return corr.state == CorrelationState.ACTIVE and sf18(corr.sf_user_id) != user_id
+
+
+class AssignedElsewhere(Repairs):
+    name = KIND
+    description = "AgentWork still Assigned while the work was accepted elsewhere: cancel it"
+
+    def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
+        where = f"Status = '{AgentWorkStatus.ASSIGNED.value}'"
+        if since is not None:
+            where += f" AND CreatedDate >= {soql_datetime(since)}"
+        soql = f"SELECT Id, {', '.join(FIELDS)} FROM AgentWork WHERE {where}"
+        for page in scan_soql(ctx, soql, self.name):
+            owners = correlations_by(
+                ctx, "sf_work_item_id", (sf18(w["WorkItemId"]) or "" for w in page)
+            )
+            for work in page:
+                corr = owners.get(sf18(work["WorkItemId"]) or "")
+                if corr is not None and elsewhere(corr, sf18(work["UserId"])):
+                    yield self._finding(corr, work)
+
+    @staticmethod
+    def _finding(corr: Correlation, work: dict[str, Any]) -> PlannedFinding:
+        work_id = sf18(work["Id"]) or str(work["Id"])
+        command = NewCommand(
+            idempotency_key=f"reconcile:{KIND}:{work_id}",
+            correlation_id=corr.id,
+            system=Operation.UPDATE_AGENT_WORK.system.value,
+            operation=Operation.UPDATE_AGENT_WORK.value,
+            payload={
+                "workId": to15(work_id),
+                "workItemId": to15(str(work["WorkItemId"])),
+                "status": AgentWorkPatchStatus.CANCEL.value,
+                "contextType": "Agent",
+            },
+        )
+        holder = "nobody: it is over" if corr.state in FINAL_STATES else corr.sf_user_id
+        return PlannedFinding(
+            kind=KIND,
+            subject=work_id,
+            reason=(
+                f"AgentWork {work_id} of {work['UserId']} is still Assigned; the conversation "
+                f"is {corr.state}, held by {holder}"
+            ),
+            action=command.operation,
+            correlation_id=corr.id,
+            detail={"user": work["UserId"], "state": corr.state},
+            commands=(command,),
+            expect=(f"agent_work_id:{work_id}:{AgentWorkStatus.CANCELED.value}",),
+        )

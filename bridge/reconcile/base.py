@@ -1,0 +1,448 @@
+"""Reconciliation: each reconciler compares one slice of reality with the ledger and plans
+findings; a run records every finding (and the repair it wrote) in the ledger.
+
+Repairs are ordinary outbox commands (the operations the engine emits, with idempotency
+keys ``reconcile:<kind>:<subject>``) or ordinary inbox events (``source="reconciler"``:
+"process this record as if intake had seen it"), written in the same transaction as the
+finding. A one-off ``--apply`` run then drives the processor and the dispatcher until what
+it wrote is done, so the systems are repaired when the command returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from bridge.errors import ConfigError
+from bridge.ledger.models import Finding, InboxEvent, OutboxCommand
+from bridge.ledger.store import Ledger, LedgerTx, NewCommand, NewEvent
+from bridge.mapping import Tables
+from bridge.metrics import RECONCILE_FINDINGS
+from bridge.salesforce.api import SalesforceApi
+from bridge.servicenow.api import ServiceNowApi
+
+log = logging.getLogger(__name__)
+
+SOURCE = "reconciler"
+STREAM = "reconciler"
+RECONCILER_FAILED = "reconciler_failed"
+# Findings are written in batches of this many rows per transaction.
+FINDING_BATCH = 500
+FINAL_COMMAND_STATUSES = ("confirmed", "dead", "cancelled")
+
+Progress = Callable[[str, int, int | None], None]
+"""``progress(task, advance, total)``: ``advance`` records done; ``total`` when known."""
+
+
+def no_progress(task: str, advance: int, total: int | None) -> None:
+    del task, advance, total
+
+
+@dataclass(frozen=True)
+class Options:
+    """The knobs of the reconcilers (every one has a default)."""
+
+    # unseen_psr: a PSR younger than this may simply not be polled yet.
+    unseen_grace: timedelta = timedelta(seconds=60)
+    # offer_timeout: how long after an offer's time-out an event may still arrive.
+    offer_grace: timedelta = timedelta(seconds=30)
+    # stuck_outbox: an unfinished command untouched this long is stuck ...
+    stuck_after: timedelta = timedelta(minutes=15)
+    # ... and dead-lettered instead of released once it has had this many attempts.
+    max_attempts: int = 10
+    # stale_cursor: how long each source keeps its changes, by stream prefix.
+    retention: Mapping[str, timedelta] = field(
+        default_factory=lambda: {"salesforce:": timedelta(hours=72)}
+    )
+    # --apply: how long to drive the processor and dispatcher for the repairs.
+    settle_timeout: float = 60.0
+
+
+@dataclass
+class Context:
+    """What a reconciler reads from and writes to."""
+
+    ledger: Ledger
+    tables: Tables
+    salesforce: SalesforceApi
+    servicenow: ServiceNowApi
+    now: datetime
+    options: Options = field(default_factory=Options)
+    progress: Progress = no_progress
+
+
+@dataclass(frozen=True)
+class PlannedFinding:
+    """One piece of drift and its repair. ``action`` None: reported, nothing to apply."""
+
+    kind: str
+    subject: str
+    reason: str
+    action: str | None = None
+    correlation_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    commands: tuple[NewCommand, ...] = ()
+    events: tuple[NewEvent, ...] = ()
+    # Echo keys of the changes the commands cause (the engine's ``data["expect"]``), so the
+    # events that report them are recognised as the bridge's own.
+    expect: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What applying a finding did: its status, why, and what it wrote."""
+
+    status: str
+    reason: str | None = None
+    command_ids: list[str] = field(default_factory=list)
+    event_ids: list[int] = field(default_factory=list)
+
+
+class Reconciler(Protocol):
+    name: str
+    description: str
+
+    def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]: ...
+
+    def apply(self, ctx: Context, tx: LedgerTx, finding: PlannedFinding) -> Outcome: ...
+
+
+def write_repair(tx: LedgerTx, finding: PlannedFinding) -> Outcome:
+    """Enqueue the finding's commands and record its events in ``tx``. A command whose key
+    is already in the outbox (an earlier run's repair) is not written twice: the finding
+    is then ``skipped`` and says so."""
+    written = tx.enqueue(*finding.commands)
+    if written and finding.expect and finding.correlation_id:
+        _expect(tx, finding.correlation_id, finding.expect)
+    event_ids = [_record_event(tx, e) for e in finding.events]
+    new_events = [i for i in event_ids if i is not None]
+    if len(written) < len(finding.commands) or len(new_events) < len(finding.events):
+        return Outcome(
+            "skipped",
+            "the same repair was already written by an earlier run",
+            [c.id for c in written],
+            new_events,
+        )
+    return Outcome("applied", None, [c.id for c in written], new_events)
+
+
+def _expect(tx: LedgerTx, correlation_id: str, keys: Sequence[str]) -> None:
+    corr = tx.get_correlation(correlation_id)
+    if corr is None:
+        return
+    data = dict(corr.data or {})
+    expected = list(data.get("expect", []))
+    expected += [k for k in keys if k not in expected]
+    tx.update_correlation(corr, corr.version, data={**data, "expect": expected})
+
+
+def _record_event(tx: LedgerTx, event: NewEvent) -> int | None:
+    """An inbox event in the caller's transaction; None if it is already there."""
+    exists = tx.session.execute(
+        select(col(InboxEvent.id)).where(
+            col(InboxEvent.source) == event.source,
+            col(InboxEvent.source_event_id) == event.source_event_id,
+        )
+    ).first()
+    if exists is not None:
+        return None
+    row = InboxEvent(
+        source=event.source,
+        stream=STREAM,
+        source_event_id=event.source_event_id,
+        kind=event.kind,
+        occurred_at=event.occurred_at,
+        payload=dict(event.payload),
+        correlation_id=event.correlation_id,
+    )
+    tx.session.add(row)
+    tx.session.flush()
+    assert row.id is not None
+    return row.id
+
+
+class Repairs:
+    """The usual ``apply``: write the finding's commands and events."""
+
+    def apply(self, ctx: Context, tx: LedgerTx, finding: PlannedFinding) -> Outcome:
+        del ctx
+        return write_repair(tx, finding)
+
+
+# --- registry -------------------------------------------------------------------------
+
+
+def registry() -> dict[str, Reconciler]:
+    """Every reconciler by name, in the order they run."""
+    from bridge.reconcile.catalog import RECONCILERS  # noqa: PLC0415 - they import this module
+
+    return {r.name: r for r in RECONCILERS}
+
+
+def select_reconcilers(
+    names: Sequence[str] | None, known: Mapping[str, Reconciler] | None = None
+) -> list[Reconciler]:
+    """The named reconcilers (all when none is named); ConfigError lists the known ones."""
+    known = registry() if known is None else known
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown reconciler(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+# --- a run ----------------------------------------------------------------------------
+
+
+class Pipeline(Protocol):
+    """What drives repairs to completion: the processor (inbox) and the dispatcher."""
+
+    def process_pending(self) -> object: ...
+
+    def dispatch_once(self) -> int:
+        """Run due commands; returns how many were claimed."""
+        ...
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    mode: str
+    started: datetime
+    elapsed_seconds: float = 0.0
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    failed_reconcilers: list[str] = field(default_factory=list)
+
+    def counts(self) -> list[dict[str, Any]]:
+        """Findings by (reconciler, kind, status)."""
+        tally = Counter((f["reconciler"], f["kind"], f["status"]) for f in self.findings)
+        return [
+            {"reconciler": r, "kind": k, "status": s, "count": n}
+            for (r, k, s), n in sorted(tally.items())
+        ]
+
+    @property
+    def unresolved(self) -> int:
+        """Findings that still need someone: planned, unresolved or failed."""
+        return sum(1 for f in self.findings if f["status"] in ("planned", "unresolved", "failed"))
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.unresolved else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "started": self.started.isoformat(),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "unresolved": self.unresolved,
+            "failed_reconcilers": self.failed_reconcilers,
+            "counts": self.counts(),
+            "findings": self.findings,
+        }
+
+
+@dataclass
+class _Pending:
+    """Findings not yet in the ledger, written in batches."""
+
+    ledger: Ledger
+    run_id: str
+    rows: list[Finding] = field(default_factory=list)
+
+    def add(self, row: Finding) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= FINDING_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        with self.ledger.transaction() as tx:
+            tx.session.add_all(self.rows)
+        self.rows = []
+
+
+def _finding_row(
+    ctx: Context, run_id: str, reconciler: str, finding: PlannedFinding, outcome: Outcome
+) -> Finding:
+    detail = dict(finding.detail)
+    if finding.commands:
+        detail["commands"] = [
+            {"operation": c.operation, "system": c.system, "idempotency_key": c.idempotency_key}
+            for c in finding.commands
+        ]
+    if finding.events:
+        detail["events"] = [e.source_event_id for e in finding.events]
+    return Finding(
+        run_id=run_id,
+        reconciler=reconciler,
+        kind=finding.kind,
+        subject=finding.subject,
+        correlation_id=finding.correlation_id,
+        action=finding.action,
+        status=outcome.status,
+        reason=outcome.reason or finding.reason,
+        detail=detail,
+        created_at=ctx.ledger.clock(),
+    )
+
+
+def run(
+    ctx: Context,
+    names: Sequence[str] | None = None,
+    *,
+    apply: bool,
+    since: datetime | None = None,
+    pipeline: Pipeline | None = None,
+    known: Mapping[str, Reconciler] | None = None,
+) -> RunReport:
+    """Run the reconcilers, record the run and every finding; with ``apply`` write the
+    repairs and, given a ``pipeline``, drive them until done (or the settle time-out)."""
+    chosen = select_reconcilers(names, known)
+    mode = "apply" if apply else "dry_run"
+    started = time.monotonic()
+    run_row = ctx.ledger.start_run([r.name for r in chosen], mode)
+    report = RunReport(run_row.id, mode, run_row.started_at)
+    pending = _Pending(ctx.ledger, run_row.id)
+    written: list[tuple[Finding, Outcome]] = []
+    for reconciler in chosen:
+        try:
+            for finding in reconciler.plan(ctx, since):
+                if apply and finding.action is not None:
+                    written.append(_apply_one(ctx, run_row.id, reconciler, finding))
+                else:
+                    status = "planned" if finding.action is not None else "unresolved"
+                    pending.add(
+                        _finding_row(ctx, run_row.id, reconciler.name, finding, Outcome(status))
+                    )
+        except Exception as exc:
+            log.warning("reconciler %s failed: %s", reconciler.name, exc, exc_info=True)
+            report.failed_reconcilers.append(reconciler.name)
+            failed = PlannedFinding(
+                kind=RECONCILER_FAILED,
+                subject=reconciler.name,
+                reason=f"{type(exc).__name__}: {exc}",
+            )
+            pending.add(_finding_row(ctx, run_row.id, reconciler.name, failed, Outcome("failed")))
+    pending.flush()
+    if pipeline is not None and written:
+        _settle(ctx, pipeline, written)
+    rows = _run_findings(ctx.ledger, run_row.id)
+    for row in rows:
+        RECONCILE_FINDINGS.labels(row.reconciler, row.kind, row.status).inc()
+    report.findings = [_finding_dict(r) for r in rows]
+    report.elapsed_seconds = time.monotonic() - started
+    status = "failed" if report.failed_reconcilers else "succeeded"
+    summary = {
+        "unresolved": report.unresolved,
+        "failed_reconcilers": report.failed_reconcilers,
+        "counts": report.counts(),
+    }
+    ctx.ledger.finish_run(run_row.id, status, summary)
+    return report
+
+
+def _apply_one(
+    ctx: Context, run_id: str, reconciler: Reconciler, finding: PlannedFinding
+) -> tuple[Finding, Outcome]:
+    """The repair and its finding in one transaction; a repair that cannot be written is
+    a ``failed`` finding with the reason (in a transaction of its own)."""
+    try:
+        with ctx.ledger.transaction() as tx:
+            outcome = reconciler.apply(ctx, tx, finding)
+            row = _finding_row(ctx, run_id, reconciler.name, finding, outcome)
+            tx.session.add(row)
+    except Exception as exc:  # noqa: BLE001 - recorded as the finding's outcome
+        log.warning("%s: repair of %s failed: %s", reconciler.name, finding.subject, exc)
+        outcome = Outcome("failed", f"repair not written: {type(exc).__name__}: {exc}")
+        row = _finding_row(ctx, run_id, reconciler.name, finding, outcome)
+        with ctx.ledger.transaction() as tx:
+            tx.session.add(row)
+    return row, outcome
+
+
+def _run_findings(ledger: Ledger, run_id: str) -> list[Finding]:
+    stmt = select(Finding).where(col(Finding.run_id) == run_id)
+    with ledger.reading() as session:
+        return list(session.scalars(stmt.order_by(col(Finding.created_at), col(Finding.id))))
+
+
+def _finding_dict(row: Finding) -> dict[str, Any]:
+    return {
+        "reconciler": row.reconciler,
+        "kind": row.kind,
+        "subject": row.subject,
+        "correlation_id": row.correlation_id,
+        "action": row.action,
+        "status": row.status,
+        "reason": row.reason,
+    }
+
+
+# --- settling: drive the repairs until they are done -----------------------------------
+
+
+def _settle(ctx: Context, pipeline: Pipeline, written: list[tuple[Finding, Outcome]]) -> None:
+    tracked = [(row, outcome) for row, outcome in written if outcome.status == "applied"]
+    deadline = time.monotonic() + ctx.options.settle_timeout
+    while True:
+        pipeline.process_pending()
+        claimed = pipeline.dispatch_once()
+        verdicts = {row.id: _verdict(ctx.ledger, outcome) for row, outcome in tracked}
+        if all(v[0] != "unresolved" for v in verdicts.values()) or time.monotonic() > deadline:
+            break
+        if claimed == 0:
+            time.sleep(0.1)  # retries wait for their back-off
+    with ctx.ledger.transaction() as tx:
+        for row, _ in tracked:
+            status, reason = verdicts[row.id]
+            found = tx.session.get(Finding, row.id)
+            if found is not None:
+                found.status = status
+                found.reason = reason or found.reason
+
+
+def _verdict(ledger: Ledger, outcome: Outcome) -> tuple[str, str | None]:
+    """applied (every command confirmed, every event processed), failed (a command dead or
+    an event in error, with why) or unresolved (still on its way)."""
+    with ledger.reading() as session:
+        events = (
+            list(
+                session.scalars(select(InboxEvent).where(col(InboxEvent.id).in_(outcome.event_ids)))
+            )
+            if outcome.event_ids
+            else []
+        )
+        caused = select(OutboxCommand).where(
+            col(OutboxCommand.caused_by_event_id).in_(outcome.event_ids)
+        )
+        commands = list(
+            session.scalars(
+                select(OutboxCommand).where(col(OutboxCommand.id).in_(outcome.command_ids))
+            )
+        )
+        if outcome.event_ids:
+            commands += list(session.scalars(caused))
+    for event in events:
+        if event.status in ("error", "skipped"):
+            return "failed", f"event {event.source_event_id}: {event.error}"
+        if event.status == "pending":
+            return "unresolved", f"event {event.source_event_id} not processed yet"
+    for command in commands:
+        if command.status in ("dead", "cancelled"):
+            return "failed", f"{command.operation} {command.status}: {command.error}"
+    for command in commands:
+        if command.status not in FINAL_COMMAND_STATUSES:
+            return "unresolved", f"{command.operation} still {command.status} in the outbox"
+    return "applied", None

@@ -1,0 +1,145 @@
+"""Drift: the ledger against both systems. Open correlations whose objects are gone (the
+PSR a conversation waits on, the interaction it is mirrored in) and the reverse (active
+interactions the bridge made or routes that no correlation knows; PSRs of mapped queues
+that none knows are ``unseen_psr``'s). Reported, not repaired: each needs a person."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import col
+
+from bridge.ledger.models import Correlation
+from bridge.model import CorrelationState, Direction
+from bridge.reconcile.base import Context, PlannedFinding, Repairs
+from bridge.reconcile.reads import (
+    OPEN_STATES,
+    correlations_by,
+    correlations_where,
+    psr_owners,
+    queue_ids,
+    scan_psrs,
+    scan_sn,
+    sf18,
+    sn_queue_refs,
+)
+from bridge.servicenow.intake import parse_sn_datetime
+
+KIND = "drift"
+# While a conversation is in one of these states its PSR exists in Salesforce.
+WAITING_ON_PSR = frozenset(
+    s.value
+    for s in (
+        CorrelationState.OFFERED,
+        CorrelationState.ASSIGNING,
+        CorrelationState.ROUTING,
+        CorrelationState.ASSIGNED,
+    )
+)
+
+
+@dataclass(frozen=True)
+class _Open:
+    id: str
+    state: str
+    psr: str | None
+    document: str | None
+
+
+class Drift(Repairs):
+    name = KIND
+    description = "Ledger vs both systems: open correlations whose objects are gone, and back"
+
+    def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
+        settled = ctx.now - ctx.options.unseen_grace  # younger things may be in flight
+        opened = [
+            _Open(c.id, c.state, c.sf_psr_id, c.sn_document_sys_id)
+            for page in correlations_where(
+                ctx,
+                col(Correlation.state).in_(OPEN_STATES),
+                col(Correlation.updated_at) < settled,
+                since=since,
+            )
+            for c in page
+        ]
+        tally: Counter[str] = Counter()
+        psrs, untracked_psrs = self._psrs(ctx, since)
+        tally["psr_without_correlation"] = untracked_psrs
+        interactions, settled_interactions = self._interactions(ctx, since, settled)
+        for corr in opened:
+            if corr.state in WAITING_ON_PSR and corr.psr and corr.psr not in psrs:
+                tally["correlation_without_psr"] += 1
+                yield self._finding(
+                    "correlation_without_psr",
+                    corr.id,
+                    f"correlation is {corr.state} but PSR {corr.psr} is gone",
+                    corr.id,
+                )
+            if corr.document and corr.document not in interactions:
+                tally["correlation_without_interaction"] += 1
+                yield self._finding(
+                    "correlation_without_interaction",
+                    corr.id,
+                    f"correlation is {corr.state} but interaction {corr.document} is gone or "
+                    "no longer active",
+                    corr.id,
+                )
+        known = correlations_by(ctx, "sn_document_sys_id", settled_interactions)
+        for sys_id in settled_interactions:
+            if sys_id not in known:
+                tally["interaction_without_correlation"] += 1
+                yield self._finding(
+                    "interaction_without_correlation",
+                    sys_id,
+                    f"active interaction {sys_id} is mapped or made by the bridge but no "
+                    "correlation knows it",
+                    None,
+                )
+        drifted = {k: n for k, n in tally.items() if n}
+        if drifted:
+            yield PlannedFinding(
+                kind="drift_summary",
+                subject="ledger",
+                reason=", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(drifted.items())),
+                detail={"open_correlations": len(opened), **drifted},
+            )
+
+    @staticmethod
+    def _finding(kind: str, subject: str, reason: str, corr_id: str | None) -> PlannedFinding:
+        return PlannedFinding(kind=kind, subject=subject, reason=reason, correlation_id=corr_id)
+
+    @staticmethod
+    def _psrs(ctx: Context, since: datetime | None) -> tuple[set[str], int]:
+        """Ids of every PSR of the mapped queues, and how many no correlation knows."""
+        present: set[str] = set()
+        untracked = 0
+        for page in scan_psrs(ctx, queue_ids(ctx.tables), since, KIND):
+            ids = [i for i in (sf18(p["Id"]) for p in page) if i]
+            present.update(ids)
+            untracked += len(set(ids) - set(psr_owners(ctx, ids)))
+        return present, untracked
+
+    @staticmethod
+    def _interactions(
+        ctx: Context, since: datetime | None, settled: datetime
+    ) -> tuple[set[str], set[str]]:
+        """sys_ids of the active interactions of mapped queues or made by the bridge
+        (``correlation_id`` set): all of them, and those last changed before ``settled``."""
+        queues = sn_queue_refs(ctx.tables, Direction.SN_TO_SF) + sn_queue_refs(
+            ctx.tables, Direction.SF_TO_SN
+        )
+        condition = "active=true^correlation_idISNOTEMPTY"
+        if queues:
+            condition += f"^ORqueueIN{','.join(queues)}"
+        found: set[str] = set()
+        old: set[str] = set()
+        fields = ("sys_updated_on",)
+        for rows in scan_sn(ctx, "interaction", fields, condition, since=since, task=KIND):
+            found.update(r["sys_id"] for r in rows)
+            old.update(
+                r["sys_id"] for r in rows if parse_sn_datetime(r["sys_updated_on"]) < settled
+            )
+        return found, old

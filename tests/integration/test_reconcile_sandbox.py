@@ -1,0 +1,280 @@
+"""Each reconciler against both sandboxes over HTTPS with the real clients: a state with
+that drift (control surface + ledger rows) → plan finds it, a dry run writes nothing,
+apply repairs both systems and the ledger records the run; a second plan finds nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bridge.config import Settings
+from bridge.engine import interaction_sys_id
+from bridge.ledger import Correlation, Finding, Ledger, ReconcileRun
+from bridge.mapping import load_tables
+from bridge.ledger.models import utcnow
+from bridge.reconcile import Options, RunReport, RuntimePipeline, context_for, run
+from bridge.runtime import Runtime
+from bridge.salesforce.api import SalesforceAdapter
+from bridge.sandbox import seed
+from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge.servicenow.api import ServiceNowAdapter
+
+pytestmark = pytest.mark.integration
+
+ALICE = seed.AGENTS[0]
+FAST = Options(
+    unseen_grace=timedelta(0), offer_grace=timedelta(0), settle_timeout=20.0
+)
+
+
+@pytest.fixture
+def runtime(
+    sf_sandbox: SalesforceSandbox,
+    sn_sandbox: ServiceNowSandbox,
+    sf_adapter: SalesforceAdapter,
+    sn_adapter: ServiceNowAdapter,
+    sqlite_ledger: Ledger,
+) -> Iterator[Runtime]:
+    rt = Runtime(
+        Settings(_env_file=None),
+        sqlite_ledger,
+        load_tables(),
+        salesforce=sf_adapter,
+        servicenow=sn_adapter,
+    )
+    yield rt
+    rt.close()
+
+
+def reconcile(
+    rt: Runtime, name: str, *, apply: bool, now: datetime | None = None
+) -> RunReport:
+    ctx = context_for(rt, now=now or utcnow() + timedelta(seconds=2), options=FAST)
+    pipeline = RuntimePipeline(rt) if apply else None
+    return run(ctx, [name], apply=apply, pipeline=pipeline)
+
+
+def writes(sf: SalesforceSandbox, sn: ServiceNowSandbox) -> int:
+    return sf.counters.writes() + sf.scrt_counters.writes() + sn.counters.writes()
+
+
+def kinds(report: RunReport) -> list[tuple[str, str]]:
+    return [(f["kind"], f["status"]) for f in report.findings]
+
+
+def correlation(ledger: Ledger) -> Correlation:
+    with ledger.reading() as session:
+        rows = list(session.scalars(select(Correlation)))
+    assert len(rows) == 1
+    return rows[0]
+
+
+def set_state(ledger: Ledger, state: str) -> None:
+    corr = correlation(ledger)
+    with ledger.transaction() as tx:
+        tx.update_correlation(corr, corr.version, state=state)
+
+
+def offered(rt: Runtime, sf: SalesforceSandbox, sn: ServiceNowSandbox) -> dict[str, Any]:
+    """A Support conversation the bridge offered in AWA; returns ids."""
+    started = sf.control.start_conversation("Support_External")
+    rt.settle()
+    offers = sn.control.pending_offers()
+    assert len(offers) == 1
+    return {**started, "sn_work_item": offers[0]["sys_id"], "offer": offers[0]}
+
+
+def assert_dry_run_is_read_only(
+    rt: Runtime, sf: SalesforceSandbox, sn: ServiceNowSandbox, name: str, kind: str
+) -> RunReport:
+    before = writes(sf, sn)
+    report = reconcile(rt, name, apply=False)
+    assert kinds(report) == [(kind, "planned")]
+    assert writes(sf, sn) == before
+    assert report.exit_code == 1
+    return report
+
+
+def assert_recorded(ledger: Ledger, report: RunReport, status: str = "applied") -> None:
+    with ledger.reading() as session:
+        run_row = session.get(ReconcileRun, report.run_id)
+        found = list(session.scalars(select(Finding).where(Finding.run_id == report.run_id)))
+    assert run_row is not None and run_row.mode == "apply" and run_row.status == "succeeded"
+    assert [f.status for f in found] == [status]
+
+
+# --- orphaned_psr ------------------------------------------------------------------------
+
+
+def test_orphaned_psr_of_an_abandoned_conversation_is_deleted(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    # the bridge's own delete fails for good: the PSR stays behind
+    sf_sandbox.control.add_fault("rest", path="PendingServiceRouting", method="DELETE", status=400)
+    sf_sandbox.control.abandon(ids["work_item_id"])
+    runtime.settle()
+    assert correlation(runtime.ledger).state == "abandoned"
+    assert [p["Id"] for p in sf_sandbox.control.psrs()] == [ids["psr_id"]]
+    sf_sandbox.control.clear_faults("rest")
+
+    assert_dry_run_is_read_only(runtime, sf_sandbox, sn_sandbox, "orphaned_psr", "orphaned_psr")
+    report = reconcile(runtime, "orphaned_psr", apply=True)
+
+    assert kinds(report) == [("orphaned_psr", "applied")]
+    assert report.findings[0]["action"] == "delete_psr"
+    assert sf_sandbox.control.psrs() == []
+    assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "orphaned_psr", apply=False).findings == []
+
+
+# --- unseen_psr --------------------------------------------------------------------------
+
+
+def test_a_psr_the_bridge_never_saw_is_adopted_and_offered(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    started = sf_sandbox.control.start_conversation("Support_External")  # intake never polls
+
+    assert_dry_run_is_read_only(runtime, sf_sandbox, sn_sandbox, "unseen_psr", "unseen_psr")
+    assert sn_sandbox.control.pending_offers() == []
+    report = reconcile(runtime, "unseen_psr", apply=True)
+
+    assert kinds(report) == [("unseen_psr", "applied")]
+    corr = correlation(runtime.ledger)
+    assert corr.sf_psr_id == started["psr_id"] and corr.state == "offered"
+    offers = sn_sandbox.control.pending_offers()
+    assert [o["document_id"] for o in offers] == [interaction_sys_id(corr.id)]
+    assert sn_sandbox.control.interaction(interaction_sys_id(corr.id))["correlation_id"] == (
+        started["work_item_id"]
+    )
+    assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "unseen_psr", apply=False).findings == []
+
+
+def test_a_young_psr_is_left_to_intake(runtime: Runtime, sf_sandbox: SalesforceSandbox) -> None:
+    sf_sandbox.control.start_conversation("Support_External")
+    ctx = context_for(runtime, options=Options(unseen_grace=timedelta(minutes=5)))
+    assert run(ctx, ["unseen_psr"], apply=False).findings == []
+
+
+# --- pending_awa -------------------------------------------------------------------------
+
+
+def test_a_pending_offer_of_a_conversation_that_ended_in_salesforce_is_cancelled(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    sf_sandbox.control.abandon(ids["work_item_id"])  # the bridge does not hear of it
+
+    assert_dry_run_is_read_only(runtime, sf_sandbox, sn_sandbox, "pending_awa", "pending_awa")
+    report = reconcile(runtime, "pending_awa", apply=True)
+
+    assert kinds(report) == [("pending_awa", "applied")]
+    item = sn_sandbox.control.work_item(ids["sn_work_item"])
+    assert (item["state"], item["active"]) == ("canceled", "false")
+    assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "pending_awa", apply=False).findings == []
+
+
+def test_a_pending_offer_of_a_live_conversation_is_left_alone(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    offered(runtime, sf_sandbox, sn_sandbox)
+    assert reconcile(runtime, "pending_awa", apply=False).findings == []
+
+
+# --- assigned_elsewhere ------------------------------------------------------------------
+
+
+def test_agent_work_still_assigned_after_the_conversation_ended_is_cancelled(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    sn_sandbox.control.accept(ids["sn_work_item"])
+    runtime.settle()  # the bridge creates the AgentWork for the accepting agent
+    [work] = [w for w in sf_sandbox.control.agent_work_for(ALICE.sf_user_id)]
+    assert work["Status"] == "Assigned"
+    set_state(runtime.ledger, "closed")  # ... and the conversation ended meanwhile
+
+    assert_dry_run_is_read_only(
+        runtime, sf_sandbox, sn_sandbox, "assigned_elsewhere", "assigned_elsewhere"
+    )
+    report = reconcile(runtime, "assigned_elsewhere", apply=True)
+
+    assert kinds(report) == [("assigned_elsewhere", "applied")]
+    [work] = sf_sandbox.control.agent_work_for(ALICE.sf_user_id)
+    assert work["Status"] == "Canceled"
+    assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "assigned_elsewhere", apply=False).findings == []
+
+
+# --- offer_timeout -----------------------------------------------------------------------
+
+
+def test_an_offer_timed_out_without_an_event_is_read_and_re_offered(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    first_agent = ids["offer"]["assigned_to"]
+    sn_sandbox.control.let_time_out(ids["sn_work_item"])  # intake never polls it
+    later = utcnow() + timedelta(minutes=5)
+
+    before = writes(sf_sandbox, sn_sandbox)
+    dry = reconcile(runtime, "offer_timeout", apply=False, now=later)
+    assert kinds(dry) == [("offer_timeout", "planned")]
+    assert "timed_out" in str(dry.findings[0]["reason"])
+    assert writes(sf_sandbox, sn_sandbox) == before
+    report = reconcile(runtime, "offer_timeout", apply=True, now=later)
+
+    assert kinds(report) == [("offer_timeout", "applied")]
+    offers = sn_sandbox.control.pending_offers()
+    assert len(offers) == 1 and offers[0]["assigned_to"] not in ("", first_agent)
+    assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "offer_timeout", apply=False, now=later).findings == []
+
+
+def test_an_offer_still_pending_is_left_to_awa(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    offered(runtime, sf_sandbox, sn_sandbox)
+    later = utcnow() + timedelta(minutes=5)
+    assert reconcile(runtime, "offer_timeout", apply=False, now=later).findings == []
+
+
+# --- drift -------------------------------------------------------------------------------
+
+
+def test_drift_reports_gone_objects_and_untracked_interactions(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    sf_sandbox.org.delete("PendingServiceRouting", ids["psr_id"], system=True)
+    stray = sn_sandbox.control.create_interaction("SF_OVERFLOW")
+
+    before = writes(sf_sandbox, sn_sandbox)
+    report = reconcile(runtime, "drift", apply=True, now=utcnow() + timedelta(seconds=5))
+
+    assert writes(sf_sandbox, sn_sandbox) == before  # drift only reports
+    assert sorted(kinds(report)) == [
+        ("correlation_without_psr", "unresolved"),
+        ("drift_summary", "unresolved"),
+        ("interaction_without_correlation", "unresolved"),
+    ]
+    subjects = {f["kind"]: f["subject"] for f in report.findings}
+    assert subjects["interaction_without_correlation"] == stray["sys_id"]
+    assert report.exit_code == 1
+
+
+def test_no_drift_on_a_consistent_state(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    offered(runtime, sf_sandbox, sn_sandbox)
+    report = reconcile(runtime, "drift", apply=False, now=utcnow() + timedelta(seconds=5))
+    assert report.findings == []
+    assert report.exit_code == 0
