@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: errors become one clear message and an exit code."""
     err = Console(stderr=True)
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns the exit code of typer.Exit instead of raising.
+        code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except NotFound as exc:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 highlight=False,
             )
         return EXIT_INTERNAL
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ AgentWork and work item, which changes the bridge caused itself) and builds the 
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,7 +49,11 @@ from bridge.model import (
     require_str,
     status_of,
 )
-from bridge.sandbox.salesforce.ids import to15, to18
+from bridge.salesforce.ids import to15
+from bridge.salesforce.ids import to18 as _to18
+
+# Every event carries a handful of Salesforce ids, and the same ones again and again.
+to18 = functools.lru_cache(maxsize=1 << 16)(_to18)
 
 _NS = uuid.UUID("2f6d7c1e-8a4b-5e3f-9c0d-4b1a2e3f5d60")
 

@@ -6,6 +6,7 @@ a broken table is fixed in one pass. The engine reads only the typed ``Tables``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from bridge.model import (
     SegmentOutcome,
     Trigger,
 )
-from bridge.sandbox.salesforce.ids import is_valid, to18
+from bridge.salesforce.ids import is_valid, to18
 
 CROSSWALK_FILE = "crosswalk.yaml"
 POLICIES_FILE = "policies.yaml"
@@ -251,6 +252,7 @@ class Tables:
         return fallback if fallback is not None and fallback.name != queue.name else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _sf_key(record_id: str | None) -> str:
     """Salesforce ids compare in their 18-character form (15 and 18 name the same record)."""
     if not record_id:

@@ -374,7 +374,7 @@ class Event:
 def field_value(record: Mapping[str, Any], name: str) -> Any:
     """A field of a record; a ServiceNow ``{"value", "display_value"}`` pair gives its value."""
     value = record.get(name)
-    if isinstance(value, Mapping) and "value" in value:
+    if isinstance(value, dict) and "value" in value:  # dict, not Mapping: the hot path
         return value["value"]
     return value
 

@@ -9,15 +9,18 @@ import typer
 
 from bridge.commands.common import JsonFlag, console, print_json
 from bridge.config import load_settings
-from bridge.errors import ConfigError
 from bridge.mapping import LiveDirectory, Tables, check_live, check_tables
 
 app = typer.Typer(help="Mapping tables: crosswalk, policies, rules.", no_args_is_help=True)
 
 
 def live_directory() -> LiveDirectory:
-    """The two live systems, as the live check sees them."""
-    raise ConfigError("--live needs the Salesforce and ServiceNow adapters, not in this build")
+    """The two live systems, as the live check sees them (settings name both)."""
+    from bridge.live import AdapterDirectory  # noqa: PLC0415 - only --live needs the clients
+    from bridge.runtime import salesforce_adapter, servicenow_adapter  # noqa: PLC0415
+
+    settings = load_settings()
+    return AdapterDirectory(salesforce_adapter(settings), servicenow_adapter(settings))
 
 
 @app.command("check")

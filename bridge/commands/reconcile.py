@@ -1,11 +1,107 @@
-"""`bridge reconcile`: one-off reconciliation runs."""
+"""`bridge reconcile`: one-off reconciliation runs.
+
+Dry run by default: prints the repair plan and changes nothing. ``--apply`` writes the
+repairs and drives them through the dispatcher until they are done. Exit codes for cron:
+0 nothing left to do, 1 findings remain unresolved (or a reconciler failed), 2 the run
+could not start (settings, unknown reconciler name).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from bridge.commands.common import Column, JsonFlag, columns, parse_when, print_json, print_table
+from bridge.config import load_settings
+from bridge.ledger import Ledger
+from bridge.ledger.models import utcnow
+from bridge.reconcile import Progress as ProgressCallback
+from bridge.reconcile import RunReport, no_progress, run_with, select_reconcilers
+from bridge.runtime import Runtime
+
+FINDING_COLUMNS = columns("reconciler", "kind", "subject", "action", "status", "reason")
+COUNT_COLUMNS = columns("reconciler", "kind", "status", Column("count", "findings"))
 
 
-def reconcile() -> None:
-    """Compare both systems with the ledger and repair drift (not yet available)."""
-    typer.echo("reconcile: not yet available")
-    raise typer.Exit(2)
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[ProgressCallback]:
+    """Rich progress bars on standard error, one per scan; nothing when not a terminal."""
+    err = Console(stderr=True)
+    if not enabled or not err.is_terminal:
+        yield no_progress
+        return
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} records"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def advance(task: str, done: int, total: int | None) -> None:
+        if task not in tasks:
+            tasks[task] = bars.add_task(task, total=total)
+        bars.update(tasks[task], advance=done, total=total)
+
+    with bars:
+        yield advance
+
+
+def reconcile(
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only this reconciler (repeatable); default: all."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only records changed since: a duration (15m, 1h, 2d) or ISO time."),
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Repair what is found (default: print the plan).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare both systems with the ledger and repair drift (dry run by default).
+
+    Exit 0 when nothing unresolved remains, 1 when findings remain, 2 on errors."""
+    settings = load_settings()
+    names = [r.name for r in select_reconcilers(only)]
+    when = parse_when(since, utcnow()) if since else None
+    ledger = Ledger.from_settings(settings)
+    ledger.check_current()
+    runtime = Runtime.build(settings, ledger=ledger)
+    try:
+        with _progress_bars(not as_json) as progress:
+            report = run_with(runtime, names, apply=apply, since=when, progress=progress)
+    finally:
+        runtime.close()
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _print(report)
+    raise typer.Exit(report.exit_code)
+
+
+def _print(report: RunReport) -> None:
+    title = "repair plan (dry run: nothing changed)" if report.mode == "dry_run" else "repairs"
+    if report.findings:
+        print_table(report.findings, FINDING_COLUMNS, title)
+        print_table(report.counts(), COUNT_COLUMNS, "findings by kind")
+    typer.echo(
+        f"run {report.run_id} ({report.mode}): {len(report.findings)} finding(s), "
+        f"{report.unresolved} unresolved, {report.elapsed_seconds:.1f}s"
+        + (
+            f"; failed reconcilers: {', '.join(report.failed_reconcilers)}"
+            if report.failed_reconcilers
+            else ""
+        )
+    )
+    if report.mode == "dry_run" and report.unresolved:
+        typer.echo("run again with --apply to repair what has an action")

@@ -35,6 +35,7 @@ __all__ = [
     "RunReport",
     "RuntimePipeline",
     "context_for",
+    "no_progress",
     "registry",
     "run",
     "run_with",

@@ -15,7 +15,7 @@ from bridge.model import AgentWorkPatchStatus, AgentWorkStatus, CorrelationState
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_soql, sf18
 from bridge.salesforce.api import soql_datetime
-from bridge.sandbox.salesforce.ids import to15
+from bridge.salesforce.ids import to15
 
 KIND = "assigned_elsewhere"
 FIELDS = ("UserId", "WorkItemId", "PendingServiceRoutingId", "CreatedDate")

@@ -17,8 +17,8 @@ from bridge.mapping import Tables
 from bridge.model import CorrelationState, Direction
 from bridge.reconcile.base import Context
 from bridge.salesforce.api import soql_datetime, soql_string
+from bridge.salesforce.ids import to18
 from bridge.salesforce.intake import PSR_FIELDS
-from bridge.sandbox.salesforce.ids import to18
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def sf18(record_id: Any) -> str | None:
     if not isinstance(record_id, str) or not record_id:
         return None
     try:
-        return to18(record_id)
+        return str(to18(record_id))
     except ValueError:
         return None
 

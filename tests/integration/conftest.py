@@ -3,6 +3,9 @@ daemon builds them, pointed at the sandbox org and the sandbox instance over HTT
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
 from pydantic import SecretStr
 
@@ -11,6 +14,7 @@ from bridge.salesforce.api import SalesforceAdapter
 from bridge.salesforce.auth import SalesforceTokens
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge.sandbox.serving import Clock
 from bridge.servicenow.api import ServiceNowAdapter
 
 API_VERSION = "62.0"
@@ -46,10 +50,18 @@ def sf_adapter_for(sandbox: SalesforceSandbox, *, jwt: bool = False) -> Salesfor
     )
 
 
+def keeping_time(clock: Clock) -> Iterator[None]:
+    """Put a session-wide sandbox clock back where it was: the tests here move it."""
+    offset = clock.timestamp() - time.time()
+    yield
+    clock.advance(offset - (clock.timestamp() - time.time()))
+
+
 @pytest.fixture
-def sf_adapter(sf_sandbox: SalesforceSandbox) -> SalesforceAdapter:
+def sf_adapter(sf_sandbox: SalesforceSandbox) -> Iterator[SalesforceAdapter]:
     """The Salesforce adapter, client-credentials flow."""
-    return sf_adapter_for(sf_sandbox)
+    for _ in keeping_time(sf_sandbox.clock):
+        yield sf_adapter_for(sf_sandbox)
 
 
 def sn_adapter_for(sandbox: ServiceNowSandbox, *, oauth: bool = False) -> ServiceNowAdapter:
@@ -70,6 +82,7 @@ def sn_adapter_for(sandbox: ServiceNowSandbox, *, oauth: bool = False) -> Servic
 
 
 @pytest.fixture
-def sn_adapter(sn_sandbox: ServiceNowSandbox) -> ServiceNowAdapter:
+def sn_adapter(sn_sandbox: ServiceNowSandbox) -> Iterator[ServiceNowAdapter]:
     """The ServiceNow adapter, basic auth."""
-    return sn_adapter_for(sn_sandbox)
+    for _ in keeping_time(sn_sandbox.clock):
+        yield sn_adapter_for(sn_sandbox)

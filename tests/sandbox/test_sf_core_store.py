@@ -298,3 +298,37 @@ def test_query_errors_are_api_errors(org: Org) -> None:
         org.query("SELECT Id FROM Case WHERE")
     assert error.value.error_code == "MALFORMED_QUERY"
     assert org.query("SELECT COUNT() FROM User").total_size == len(seed.AGENTS) + 1
+
+
+Q1, Q2 = seed.QUEUES[0].sf_queue_id, seed.QUEUES[1].sf_queue_id
+A1 = AGENT.sf_user_id
+
+
+@pytest.mark.parametrize(
+    ("where", "count"),
+    [
+        (f"GroupId = '{Q1[:15]}'", len(seed.AGENTS)),
+        (f"GroupId IN ('{Q1}', '{Q2}') AND UserOrGroupId = '{A1}'", 2),
+        (f"(GroupId = '{Q1}' AND (UserOrGroupId = '{A1}'))", 1),
+        (f"GroupId = '{Q1}' OR UserOrGroupId = '{A1}'", len(seed.AGENTS) + len(seed.QUEUES) - 1),
+        (f"NOT GroupId = '{Q1}'", len(seed.AGENTS) * (len(seed.QUEUES) - 1)),
+        (f"GroupId != '{Q1}'", len(seed.AGENTS) * (len(seed.QUEUES) - 1)),
+        ("GroupId = null", 0),
+        (f"GroupId = '{seed.SF_ORG_ID}'", 0),
+    ],
+)
+def test_indexed_queries_match_the_full_where(org: Org, where: str, count: int) -> None:
+    result = org.query(f"SELECT Id FROM GroupMember WHERE {where}")
+    assert result.total_size == count
+
+
+def test_indexed_queries_skip_deleted_and_fold_text_case(org: Org) -> None:
+    member = org.where("GroupMember", GroupId=Q1, UserOrGroupId=A1)[0]
+    org.delete("GroupMember", member["Id"])
+    by_group = f"SELECT Id FROM GroupMember WHERE GroupId = '{Q1}'"
+    assert org.query(by_group).total_size == len(seed.AGENTS) - 1
+    assert org.query(by_group, include_deleted=True).total_size == len(seed.AGENTS)
+    org.insert("Case", {"Subject": "a", "Status": "Working"})
+    assert org.query("SELECT Id FROM Case WHERE Status = 'working'").total_size == 1
+    presence = f"SELECT Id FROM UserServicePresence WHERE IsCurrentState = true AND UserId = '{A1}'"
+    assert org.query(presence).total_size == 1

@@ -418,6 +418,16 @@ def test_api_versions(sf_sandbox: SalesforceSandbox, version: str, status: int) 
     assert "api-usage=" in answer.headers["Sforce-Limit-Info"] or status == 404
 
 
+def test_version_list_needs_no_session(sf_sandbox: SalesforceSandbox) -> None:
+    answer = make_session(sf_sandbox.ca_bundle).get(f"{sf_sandbox.instance_url}/services/data/")
+    assert answer.status_code == 200
+    versions = [v["version"] for v in answer.json()]
+    assert versions[0] == "41.0"
+    assert versions[-1] == "66.0"
+    assert "62.0" in versions
+    assert answer.headers["Sforce-Limit-Info"].startswith("api-usage=")
+
+
 def test_client_errors_map_to_simple_salesforce_exceptions(sf_client: Salesforce) -> None:
     with pytest.raises(SalesforceResourceNotFound):
         sf_client.Case.get("5005g0000000zzzAAA")

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import re
+from bridge.salesforce.ids import is_valid, suffix, to15, to18
+
+__all__ = ["KEY_PREFIX", "is_valid", "make_id", "suffix", "to15", "to18"]
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_ID15 = re.compile(r"^[0-9A-Za-z]{15}$")
-_ID18 = re.compile(r"^[0-9A-Za-z]{18}$")
 
 # Key prefixes of the objects the sandbox serves.
 KEY_PREFIX: dict[str, str] = {
@@ -28,33 +27,6 @@ KEY_PREFIX: dict[str, str] = {
 }
 
 
-def suffix(id15: str) -> str:
-    """The 3-character case-safe suffix of a 15-character id."""
-    out = []
-    for chunk in range(3):
-        flags = 0
-        for pos, char in enumerate(id15[chunk * 5 : chunk * 5 + 5]):
-            if "A" <= char <= "Z":
-                flags |= 1 << pos
-        out.append(_SUFFIX[flags])
-    return "".join(out)
-
-
-def to18(record_id: str) -> str:
-    """The 18-character form of a 15- or 18-character id; ValueError if it is neither."""
-    if _ID18.match(record_id):
-        if suffix(record_id[:15]) != record_id[15:].upper():
-            raise ValueError(f"invalid id: {record_id}")
-        return record_id[:15] + suffix(record_id[:15])
-    if _ID15.match(record_id):
-        return record_id + suffix(record_id)
-    raise ValueError(f"invalid id: {record_id}")
-
-
-def to15(record_id: str) -> str:
-    return to18(record_id)[:15]
-
-
 def make_id(prefix: str, number: int, pod: str = "5g") -> str:
     """The ``number``-th 18-character id with ``prefix`` (deterministic for seeds)."""
     digits = []
@@ -63,11 +35,3 @@ def make_id(prefix: str, number: int, pod: str = "5g") -> str:
         digits.append(_BASE62[rem])
     body = prefix + pod + "0" + "".join(reversed(digits))
     return body + suffix(body)
-
-
-def is_valid(record_id: str) -> bool:
-    try:
-        to18(record_id)
-    except ValueError:
-        return False
-    return True

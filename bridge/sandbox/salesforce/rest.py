@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from bridge.sandbox.salesforce import ids
 from bridge.sandbox.salesforce.auth import OAuth, Token
+from bridge.sandbox.salesforce.schema import SObject
 from bridge.sandbox.salesforce.soql import json_value
 from bridge.sandbox.salesforce.store import (
     RETENTION,
@@ -252,6 +253,13 @@ class RestApi:
             )
         return body
 
+    def _sobject(self, request: Request) -> SObject:
+        """The sObject named in the path; an unknown one is an unknown resource."""
+        definition = self.org.schema.get(request.path_params["sobject"])
+        if definition is None:
+            raise not_found()
+        return definition
+
     # -- resources --------------------------------------------------------------------
     async def versions(self, request: Request) -> Response:
         return JSONResponse(
@@ -275,9 +283,7 @@ class RestApi:
         )
 
     async def sobject(self, request: Request, call: Call) -> Response:
-        definition = self.org.schema.get(request.path_params["sobject"])
-        if definition is None:
-            raise not_found()
+        definition = self._sobject(request)
         if request.method == "GET":
             return JSONResponse(
                 {"objectDescribe": definition.summary(call.prefix), "recentItems": []}
@@ -287,15 +293,11 @@ class RestApi:
         return JSONResponse({"id": record["Id"], "success": True, "errors": []}, status_code=201)
 
     async def describe(self, request: Request, call: Call) -> Response:
-        definition = self.org.schema.get(request.path_params["sobject"])
-        if definition is None:
-            raise not_found()
+        definition = self._sobject(request)
         return JSONResponse(definition.describe(call.prefix))
 
     async def record(self, request: Request, call: Call) -> Response:
-        definition = self.org.schema.get(request.path_params["sobject"])
-        if definition is None:
-            raise not_found()
+        definition = self._sobject(request)
         record_id = _path_id(
             definition.name, definition.key_prefix, request.path_params["record_id"]
         )
@@ -356,9 +358,7 @@ class RestApi:
         )
 
     def _window(self, request: Request) -> tuple[str, datetime, datetime]:
-        definition = self.org.schema.get(request.path_params["sobject"])
-        if definition is None:
-            raise not_found()
+        definition = self._sobject(request)
         bounds: list[datetime] = []
         for name in ("start", "end"):
             raw = request.query_params.get(name)

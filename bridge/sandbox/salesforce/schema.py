@@ -276,6 +276,7 @@ def _objects() -> list[SObject]:
             _bool("IsPushAttempted"),
             _bool("IsTransfer"),
             _bool("IsPreferredUserRequired", "C"),
+            # A chat session id, not a reference: the guide types it as a string.
             _f("LastDeclinedAgentSession", _S),
             _f("Serial", _I, default=0),
         ],

@@ -368,15 +368,31 @@ class Org:
         try:
             parsed = soql_module.parse(soql, self.schema)
             with self.lock:
+                narrowed = None if include_deleted else self._narrowed(parsed)
                 return soql_module.execute(
                     parsed,
-                    _Source(self, include_deleted),
+                    _Source(self, include_deleted, parsed.sobject, narrowed),
                     now=self.clock.now(),
                     url_for=url_for,
                     include_deleted=include_deleted,
                 )
         except soql_module.SoqlError as exc:
             raise SalesforceApiError(400, exc.error_code, exc.message) from exc
+
+    def _narrowed(self, query: soql_module.Query) -> list[dict[str, Any]] | None:
+        """Live root records an indexed ``Field = value`` / ``Field IN (...)`` conjunct of
+        the WHERE allows (a superset of the matches: the evaluator still applies the whole
+        WHERE); None when no conjunct can use an index, and the evaluator scans."""
+        indexes = self._indexes[query.sobject]
+        best: dict[str, None] | None = None
+        for condition in _conjuncts(query.where):
+            bucket = _bucket(indexes, condition)
+            if bucket is not None and (best is None or len(bucket) < len(best)):
+                best = bucket
+        if best is None:
+            return None
+        table = self._tables[query.sobject]
+        return [table[i] for i in best]
 
     # -- writes -----------------------------------------------------------------------
     def insert(
@@ -723,14 +739,26 @@ class Org:
 
 
 class _Source:
-    """The org as the SOQL evaluator's record source (live records, or all for queryAll)."""
+    """The org as the SOQL evaluator's record source (live records, or all for queryAll);
+    ``narrowed`` are the candidates of the root sObject an index lookup found."""
 
-    def __init__(self, org: Org, include_deleted: bool) -> None:
+    def __init__(
+        self,
+        org: Org,
+        include_deleted: bool,
+        root: str,
+        narrowed: list[dict[str, Any]] | None,
+    ) -> None:
         self._org = org
         self._include_deleted = include_deleted
+        self._root = root
+        self._narrowed = narrowed
 
     def records(self, sobject: str, include_deleted: bool) -> Iterable[Mapping[str, Any]]:
-        table = self._org._tables[self._org._canonical(sobject)]
+        name = self._org._canonical(sobject)
+        if self._narrowed is not None and name == self._root:
+            return self._narrowed
+        table = self._org._tables[name]
         if include_deleted or self._include_deleted:
             return table.values()
         return (r for r in table.values() if not r["IsDeleted"])
@@ -744,6 +772,46 @@ class _Source:
         if record is None or (record["IsDeleted"] and not self._include_deleted):
             return None
         return sobject, record
+
+
+def _conjuncts(condition: soql_module.Condition | None) -> list[soql_module.Condition]:
+    """The parts of a WHERE that must all hold (nested ANDs flattened)."""
+    if condition is None:
+        return []
+    if isinstance(condition, soql_module.And):
+        return [c for part in condition.parts for c in _conjuncts(part)]
+    return [condition]
+
+
+# Index keys are exact; SOQL compares text case-insensitively, so only ids and booleans
+# (exact in both) may be looked up by index.
+_EXACT_TYPES = (FieldType.ID, FieldType.REFERENCE, FieldType.BOOLEAN)
+
+
+def _bucket(
+    indexes: dict[str, dict[Any, dict[str, None]]], condition: soql_module.Condition
+) -> dict[str, None] | None:
+    """Ids of records an ``=`` / ``IN`` condition on an indexed root field can match."""
+    values: tuple[soql_module.Value, ...]
+    if isinstance(condition, soql_module.Comparison) and condition.op == "=":
+        path, values = condition.path, (condition.value,)
+    elif isinstance(condition, soql_module.InList) and not condition.negated:
+        path, values = condition.path, condition.values
+    else:
+        return None
+    index = indexes.get(path.field)
+    if path.hops or index is None or path.type not in _EXACT_TYPES:
+        return None
+    keys: list[Any] = []
+    for value in values:
+        key = id18(value) if path.type is not FieldType.BOOLEAN else value
+        if path.type is not FieldType.BOOLEAN and value is not None and key is None:
+            return None  # not an id: let the evaluator decide what it matches
+        keys.append(key)
+    bucket: dict[str, None] = {}
+    for key in keys:
+        bucket.update(index.get(key, {}))
+    return bucket
 
 
 _ID_TYPES = (FieldType.ID, FieldType.REFERENCE)
