@@ -106,7 +106,12 @@ class Runtime:
         self.servicenow = servicenow
         queues = tables.crosswalk.queues
         self.intakes: Sequence[Intake] = (
-            SalesforceIntake(salesforce, ledger, queue_ids=[q.sf_queue_id for q in queues]),
+            SalesforceIntake(
+                salesforce,
+                ledger,
+                queue_ids=[q.sf_queue_id for q in queues],
+                work_item_types=[c.sf_work_item_type for c in tables.crosswalk.channels],
+            ),
             ServiceNowIntake(
                 servicenow,
                 ledger,

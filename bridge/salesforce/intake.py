@@ -20,6 +20,10 @@ SOURCE = "salesforce"
 PSR_STREAM = "salesforce:PendingServiceRouting"
 PSR_DELETED_STREAM = "salesforce:PendingServiceRouting:deleted"
 AGENT_WORK_STREAM = "salesforce:AgentWork"
+WORK_ITEM_STREAM = "salesforce:WorkItem:{sobject}"
+# Work item statuses that end a conversation: a customer who abandons before anyone
+# accepted shows only here (no AgentWork exists yet), so ended work items are read.
+ENDED_WORK_ITEM_STATUSES = {"MessagingSession": ("Ended",), "Case": ("Closed",)}
 # sobjects/X/deleted refuses windows starting more than 30 days back
 DELETED_RETENTION = timedelta(days=30)
 
@@ -70,15 +74,20 @@ class SalesforceIntake:
         ledger: Ledger,
         *,
         queue_ids: Sequence[str],
+        work_item_types: Sequence[str] = (),
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     ) -> None:
         self._api = api
         self._ledger = ledger
         self._queue_ids = list(dict.fromkeys(queue_ids))
+        self._work_item_types = [
+            t for t in dict.fromkeys(work_item_types) if t in ENDED_WORK_ITEM_STATUSES
+        ]
         self._overlap = timedelta(seconds=overlap_seconds)
 
     def streams(self) -> tuple[str, ...]:
-        return (PSR_STREAM, PSR_DELETED_STREAM, AGENT_WORK_STREAM)
+        work_items = tuple(WORK_ITEM_STREAM.format(sobject=t) for t in self._work_item_types)
+        return (PSR_STREAM, PSR_DELETED_STREAM, AGENT_WORK_STREAM, *work_items)
 
     def reset(self) -> None:
         for stream in self.streams():
@@ -86,7 +95,12 @@ class SalesforceIntake:
 
     def poll(self, now: datetime) -> list[PollResult]:
         # AgentWork before PSR deletions: an acceptance reads as Opened, then PSR deleted
-        return [self._poll_psr(now), self._poll_agent_work(now), self._poll_deleted_psr(now)]
+        return [
+            self._poll_psr(now),
+            self._poll_agent_work(now),
+            self._poll_deleted_psr(now),
+            *(self._poll_work_items(sobject, now) for sobject in self._work_item_types),
+        ]
 
     def _since(self, stream: str) -> datetime | None:
         cursor = self._ledger.get_cursor(stream)
@@ -147,6 +161,20 @@ class SalesforceIntake:
         soql = f"SELECT {columns} FROM AgentWork WHERE {where} ORDER BY SystemModstamp ASC, Id ASC"
         # One event per (AgentWork, Status): a status change is what the engine acts on.
         return self._record(stream, "agent_work", self._api.query(soql), now, "Status")
+
+    def _poll_work_items(self, sobject: str, now: datetime) -> PollResult:
+        """Work items that ended since the cursor (first start: from now on)."""
+        stream = WORK_ITEM_STREAM.format(sobject=sobject)
+        since = self._since(stream)
+        if since is None:
+            since = now - self._overlap
+        statuses = ", ".join(soql_string(s) for s in ENDED_WORK_ITEM_STATUSES[sobject])
+        soql = (
+            f"SELECT Id, SystemModstamp, Status, OwnerId FROM {sobject} "
+            f"WHERE Status IN ({statuses}) AND SystemModstamp >= {soql_datetime(since)} "
+            "ORDER BY SystemModstamp ASC, Id ASC"
+        )
+        return self._record(stream, "work_item", self._api.query(soql), now, "Status")
 
     def _poll_deleted_psr(self, now: datetime) -> PollResult:
         stream = PSR_DELETED_STREAM

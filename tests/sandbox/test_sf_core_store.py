@@ -332,3 +332,23 @@ def test_indexed_queries_skip_deleted_and_fold_text_case(org: Org) -> None:
     assert org.query("SELECT Id FROM Case WHERE Status = 'working'").total_size == 1
     presence = f"SELECT Id FROM UserServicePresence WHERE IsCurrentState = true AND UserId = '{A1}'"
     assert org.query(presence).total_size == 1
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda org, system: org.delete("User", AGENT.sf_user_id, system=system),
+        lambda org, system: org.insert("Organization", {"Name": "x"}, system=system),
+        lambda org, system: org.update(
+            "Organization", seed.SF_ORG_ID, {"Name": "y"}, system=system
+        ),
+    ],
+    ids=["delete-user", "insert-organization", "update-organization"],
+)
+def test_restricted_calls_are_for_the_org_only(
+    org: Org, write: Callable[[Org, bool], object]
+) -> None:
+    with pytest.raises(SalesforceApiError) as error:
+        write(org, False)
+    assert error.value.error_code == "INVALID_TYPE_FOR_OPERATION"
+    write(org, True)

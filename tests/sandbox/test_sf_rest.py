@@ -389,6 +389,34 @@ def test_bad_and_expired_sessions(sf_sandbox: SalesforceSandbox) -> None:
         ("PUT", "sobjects/Case", {"json": {}}, 405, "METHOD_NOT_ALLOWED"),
         ("GET", "nowhere", {}, 404, "NOT_FOUND"),
         ("GET", "query", {}, 400, "MALFORMED_QUERY"),
+        (
+            "POST",
+            "sobjects/Case",
+            {"data": b'{"Subject": "\\ud800"}', "headers": {"Content-Type": "application/json"}},
+            400,
+            "JSON_PARSER_ERROR",
+        ),
+        (
+            "DELETE",
+            f"sobjects/User/{seed.AGENTS[0].sf_user_id}",
+            {},
+            400,
+            "INVALID_TYPE_FOR_OPERATION",
+        ),
+        (
+            "POST",
+            "sobjects/Organization",
+            {"json": {"Name": "x"}},
+            400,
+            "INVALID_TYPE_FOR_OPERATION",
+        ),
+        (
+            "PATCH",
+            f"sobjects/Organization/{seed.SF_ORG_ID}",
+            {"json": {}},
+            400,
+            "INVALID_TYPE_FOR_OPERATION",
+        ),
     ],
 )
 def test_bad_input_is_salesforce_shaped(

@@ -29,6 +29,7 @@ from bridge.sandbox.salesforce.store import (
     Org,
     SalesforceApiError,
     id18,
+    not_found,
     parse_datetime,
 )
 
@@ -65,10 +66,6 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def error_response(exc: SalesforceApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
-
-
-def not_found() -> SalesforceApiError:
-    return SalesforceApiError(404, "NOT_FOUND", "The requested resource does not exist")
 
 
 class ApiUsage:
@@ -236,11 +233,14 @@ class RestApi:
             if len(body) > self.max_body:
                 raise _too_large(self.max_body)
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            parsed = json.loads(body)
+            # A lone surrogate (``"\\ud800"``) parses but could never be stored or sent back.
+            json.dumps(parsed, ensure_ascii=False).encode()
+        except (ValueError, UnicodeError) as exc:
             raise SalesforceApiError(
                 400, "JSON_PARSER_ERROR", f"Malformed JSON body: {exc}"
             ) from exc
+        return parsed
 
     async def _json_object(self, request: Request) -> dict[str, Any]:
         body = await self._json(request)

@@ -315,9 +315,23 @@ def _objects() -> list[SObject]:
         ],
     }
     return [
-        SObject(name, PREFIXES[name], {f.name: f for f in [*_standard(), *fields]})
+        SObject(
+            name,
+            PREFIXES[name],
+            {f.name: f for f in [*_standard(), *fields]},
+            **_CALLS.get(name, {}),
+        )
         for name, fields in specs.items()
     ]
+
+
+# Objects whose API calls are restricted: the org's own record is read-only, users are
+# deactivated rather than deleted, group membership is replaced rather than edited.
+_CALLS: dict[str, dict[str, bool]] = {
+    "Organization": {"createable": False, "updateable": False, "deletable": False},
+    "User": {"deletable": False},
+    "GroupMember": {"updateable": False},
+}
 
 
 class Schema:

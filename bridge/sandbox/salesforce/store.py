@@ -67,6 +67,11 @@ class SalesforceApiError(Exception):
         return [{"message": self.message, "errorCode": self.error_code, "fields": self.fields}]
 
 
+def not_found() -> SalesforceApiError:
+    """What the org answers for an unknown resource, sObject or record."""
+    return SalesforceApiError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
 class Behaviour(Protocol):
     """Rules the org applies around writes (Omni-Channel); every hook runs under org.lock.
 
@@ -195,6 +200,15 @@ class ChangeLog:
 def _to_ms(moment: datetime) -> datetime:
     """Salesforce keeps datetimes to the millisecond."""
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _check_call(definition: SObject, verb: str, allowed: bool, system: bool) -> None:
+    if not allowed and not system:
+        raise SalesforceApiError(
+            400,
+            "INVALID_TYPE_FOR_OPERATION",
+            f"entity type cannot be {verb}: {definition.name}",
+        )
 
 
 def _type_error(sobject: str, f: Field, value: Any) -> SalesforceApiError:
@@ -400,9 +414,10 @@ class Org:
     ) -> dict[str, Any]:
         name = self._canonical(sobject)
         definition = self.schema.sobjects[name]
+        _check_call(definition, "inserted", definition.createable, system)
         with self.lock:
             values = self._typed(definition, fields, system=system, creating=True)
-            record = self._new_record(definition, values, system=system)
+            record = self._new_record(definition, values)
             for behaviour in self._active_behaviours():
                 behaviour.before_insert(self, name, record, system)
             self._store(name, record)
@@ -423,6 +438,7 @@ class Org:
     ) -> dict[str, Any]:
         name = self._canonical(sobject)
         definition = self.schema.sobjects[name]
+        _check_call(definition, "updated", definition.updateable, system)
         with self.lock:
             current = self._require_live(name, record_id)
             changes = self._typed(definition, fields, system=system, creating=False)
@@ -434,7 +450,7 @@ class Org:
                 return dict(current)
             self._unindex(name, current)
             current.update({k: changes[k] for k in changed})
-            self._touch(name, current, system=system)
+            self._touch(name, current)
             self._index(name, current)
             self.changes.append(
                 name, "UPDATE", current["Id"], changed, {k: current[k] for k in changed}
@@ -446,13 +462,15 @@ class Org:
 
     def delete(self, sobject: str, record_id: str, *, system: bool = False) -> dict[str, Any]:
         name = self._canonical(sobject)
+        definition = self.schema.sobjects[name]
+        _check_call(definition, "deleted", definition.deletable, system)
         with self.lock:
             current = self._require_live(name, record_id)
             for behaviour in self._active_behaviours():
                 behaviour.before_delete(self, name, dict(current), system)
             self._unindex(name, current)
             current["IsDeleted"] = True
-            self._touch(name, current, system=system)
+            self._touch(name, current)
             self.changes.append(name, "DELETE", current["Id"], [])
             deleted = dict(current)
             for behaviour in self._active_behaviours():
@@ -510,7 +528,7 @@ class Org:
     def _canonical(self, sobject: str) -> str:
         found = self.schema.get(sobject)
         if found is None:
-            raise SalesforceApiError(404, "NOT_FOUND", "The requested resource does not exist")
+            raise not_found()
         return found.name
 
     def _live(self, name: str, record_id: str) -> dict[str, Any] | None:
@@ -529,7 +547,7 @@ class Org:
             )
         record = self._tables[name].get(key)
         if record is None:
-            raise SalesforceApiError(404, "NOT_FOUND", "The requested resource does not exist")
+            raise not_found()
         if record["IsDeleted"]:
             raise SalesforceApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
         return record
@@ -654,9 +672,7 @@ class Org:
             )
         return key
 
-    def _new_record(
-        self, definition: SObject, values: dict[str, Any], *, system: bool
-    ) -> dict[str, Any]:
+    def _new_record(self, definition: SObject, values: dict[str, Any]) -> dict[str, Any]:
         name = definition.name
         now = self.now()
         record: dict[str, Any] = {f.name: f.default for f in definition.fields.values()}
@@ -692,7 +708,7 @@ class Org:
         self._counters[definition.name] = number
         return ids.make_id(definition.key_prefix, number)
 
-    def _touch(self, name: str, record: dict[str, Any], *, system: bool) -> None:
+    def _touch(self, name: str, record: dict[str, Any]) -> None:
         now = self.now()
         record["LastModifiedDate"] = now
         record["LastModifiedById"] = self.api_user_id
