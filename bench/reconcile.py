@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import SecretStr
 from sqlalchemy import insert
 
@@ -203,7 +204,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             started = time.monotonic()
             # the seed is minutes old in the ledger but seconds old in the org: no grace
             options = Options(unseen_grace=timedelta(0))
-            report = run(context_for(runtime, options=options), None, apply=False)
+            rss_by_task: dict[str, float] = {}
+
+            def sample(task: str, done: int, total: int | None) -> None:
+                del done, total
+                rss = psutil.Process().memory_info().rss / 2**20
+                rss_by_task[task] = round(max(rss, rss_by_task.get(task, 0.0)), 1)
+
+            ctx = context_for(runtime, options=options, progress=sample)
+            report = run(ctx, None, apply=False)
             elapsed = time.monotonic() - started
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             runtime.close()
@@ -225,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "peak_rss_mb": round(peak, 1),
         "rss_before_run_mb": round(rss_before, 1),
+        "rss_by_reconciler_mb": rss_by_task,
+        "seconds_by_reconciler": {k: round(v, 2) for k, v in report.seconds.items()},
         "findings": report.counts(),
         "failed_reconcilers": report.failed_reconcilers,
         "targets": {"elapsed_seconds": 60, "api_calls": 1000, "peak_rss_mb": 300},
@@ -238,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(Salesforce {calls['salesforce']}, ServiceNow {calls['servicenow']}), "
         f"peak RSS {figures['peak_rss_mb']} MB"
     )
+    print("  seconds:", figures["seconds_by_reconciler"])
+    print("  RSS MB:", rss_by_task)
     for row in report.counts():
         print(f"  {row['reconciler']:<20} {row['kind']:<34} {row['status']:<10} {row['count']}")
     return figures

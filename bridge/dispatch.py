@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import update
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from bridge.errors import BridgeError, OutcomeUnknown, Permanent, Retriable, Skippable
 from bridge.ledger import models as rows
-from bridge.ledger.store import Ledger
+from bridge.ledger.store import Ledger, table
 from bridge.logging import bind_correlation
 from bridge.metrics import COMMANDS, DISPATCH_LATENCY
 from bridge.model import Operation
@@ -40,6 +41,16 @@ DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 10
 # When no candidate agent is available, wait this long before looking again.
 NO_AGENT_RETRY_SECONDS = 5.0
+# AWA's answers (409) for an agent who cannot take an offer or a blind transfer now.
+_AGENT_NOT_AVAILABLE = frozenset(
+    {"Agent is not available", "Transfer failed - couldn't blind transfer to agent"}
+)
+# Written on commands while they are out with a worker; any recorded outcome replaces it.
+# Still there at the next claim means the lease ran out mid-call: look before acting.
+_IN_FLIGHT = json.dumps(
+    OutcomeUnknown("the previous attempt ended without recording an outcome").as_dict(),
+    sort_keys=True,
+)
 
 
 class Executor(Protocol):
@@ -139,33 +150,33 @@ class ServiceNowExecutor:
         found = self._api.query("awa_work_item", query, ("assigned_to", "state", "queue"), 1)
         return found[0] if found else None
 
-    def _available(self, candidates: list[str], excluded: set[str]) -> str | None:
-        """The first candidate agent AWA has Available, in the engine's preference order."""
-        wanted = [c for c in candidates if c not in excluded]
-        if not wanted:
-            return None
-        rows_ = self._api.query(
-            "awa_agent_presence",
-            f"agentIN{','.join(wanted)}^current_presence_state.available=true",
-            ("agent",),
-        )
-        available = {r["agent"] for r in rows_}
-        return next((c for c in wanted if c in available), None)
-
     def _offer(self, operation: Operation, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Offer (or blind-transfer) to the first candidate AWA takes.
+
+        No presence read first: AWA refuses an agent who is not Available with a 409 of
+        its own, so the happy path costs one call and a busy agent one more.
+        """
         target_type = params.get("target_type")
-        agent: str | None = None
-        if operation is Operation.OFFER or (target_type == "agent" and not params.get("target_id")):
-            agent = self._available(
-                list(params.get("candidates") or []), set(params.get("excluded") or [])
-            )
-            if agent is None:
-                raise Retriable(
-                    "no candidate agent is available in AWA",
-                    system="servicenow",
-                    code="NO_AGENT_AVAILABLE",
-                    retry_after=NO_AGENT_RETRY_SECONDS,
-                )
+        if operation is Operation.TRANSFER and (target_type != "agent" or params.get("target_id")):
+            return self._send(operation, params, params.get("target_id"))
+        excluded = set(params.get("excluded") or [])
+        for agent in (c for c in params.get("candidates") or [] if c not in excluded):
+            try:
+                return self._send(operation, params, agent)
+            except Permanent as exc:
+                if exc.status != 409 or exc.message not in _AGENT_NOT_AVAILABLE:
+                    raise
+                log.info("AWA agent %s is not available; trying the next candidate", agent)
+        raise Retriable(
+            "no candidate agent is available in AWA",
+            system="servicenow",
+            code="NO_AGENT_AVAILABLE",
+            retry_after=NO_AGENT_RETRY_SECONDS,
+        )
+
+    def _send(
+        self, operation: Operation, params: Mapping[str, Any], agent: str | None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"external_segment_id": params["external_segment_id"]}
         if operation is Operation.OFFER:
             assignment = {
@@ -182,14 +193,15 @@ class ServiceNowExecutor:
             assignment["agent_sys_id"] = agent
             body |= {"queue_id": params["queue_id"], "assignment": assignment}
         else:
-            target = params.get("target_id") or agent
-            agent = target if target_type == "agent" else None
+            target_type = params.get("target_type")
             body["transfer"] = {
                 "source_queue_id": params["source_queue_id"],
-                "target_id": target,
+                "target_id": agent if target_type == "agent" else params.get("target_id"),
                 "target_type": target_type,
                 "transfer_type": params.get("transfer_type", "blind"),
             }
+            if target_type != "agent":
+                agent = None
         answer = self._api.offer(str(params["document_table"]), str(params["document_id"]), body)
         item = dict(answer.get("work_item") or {})
         if agent:
@@ -209,7 +221,7 @@ def _backoff(attempt: int) -> float:
     """Exponential back-off with jitter (tenacity's strategy), capped at five minutes."""
     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = max(1, attempt)
-    return float(wait_exponential_jitter(initial=0.5, max=300)(state))
+    return float(wait_exponential_jitter(multiplier=0.5, max=300)(state))
 
 
 def _error_text(error: BridgeError) -> str:
@@ -217,9 +229,11 @@ def _error_text(error: BridgeError) -> str:
 
 
 def _looks_unknown(command: rows.OutboxCommand) -> bool:
-    """Did the previous attempt end without knowing whether it took effect?"""
+    """Did the previous attempt end without knowing whether it took effect? Either it
+    failed with ``OutcomeUnknown`` or its lease ran out before it recorded anything (the
+    in-flight mark written at claim time is still there)."""
     if not command.error:
-        return command.attempts > 0 and command.status == "claimed"
+        return False
     try:
         return bool(json.loads(command.error).get("kind") == OutcomeUnknown.kind)
     except ValueError:
@@ -258,6 +272,7 @@ class Dispatcher:
         batch = self._ledger.claim_commands(
             self.worker, limit or self._concurrency * 4, self._lease, self._now()
         )
+        self._mark_in_flight(batch)
         stats = DispatchStats(claimed=len(batch))
         for outcome in self._pool.map(self._run, batch):
             if outcome == "done":
@@ -267,6 +282,20 @@ class Dispatcher:
             else:
                 stats.dead += 1
         return stats
+
+    def _mark_in_flight(self, batch: list[rows.OutboxCommand]) -> None:
+        """One statement for the batch: the mark outlives a worker that dies mid-call.
+
+        The rows keep what the previous attempt left (the executors look at it); only
+        the stored rows carry the mark.
+        """
+        if not batch:
+            return
+        t = table(rows.OutboxCommand)
+        with self._ledger.transaction() as tx:
+            tx.session.execute(
+                update(t).where(t.c.id.in_([c.id for c in batch])).values(error=_IN_FLIGHT)
+            )
 
     def _run(self, command: rows.OutboxCommand) -> str:
         with bind_correlation(command.correlation_id):

@@ -644,13 +644,21 @@ def _pick_queue(work: _Work) -> tuple[QueueMap, list[str]]:
             u.sn_user_sys_id for u in tables.queue_agents(queue) if u.sn_user_sys_id not in excluded
         ]
         if candidates and offers < tables.policies.reoffer_limit:
-            return queue, candidates
+            return queue, _spread(candidates, work.corr.id)
         queue = tables.fallback_for(queue)
     raise _Reject(
         EventOutcome.ERROR,
         f"no agent left to offer to on {', '.join(tried)}: re-offer limit "
         f"{tables.policies.reoffer_limit} reached or every agent declined",
     )
+
+
+def _spread(candidates: list[str], correlation_id: str) -> list[str]:
+    """The candidates rotated by the conversation: every conversation prefers a different
+    agent first, so offers spread over the queue instead of piling on its first agent
+    (the dispatcher still skips whoever is not available)."""
+    turn = int(uuid.uuid5(uuid.NAMESPACE_OID, correlation_id).hex[:8], 16) % len(candidates)
+    return candidates[turn:] + candidates[:turn]
 
 
 def _timeout(work: _Work) -> int:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlmodel import col, func, select
+
 from bridge import engine
 from bridge.errors import VersionConflict
 from bridge.ledger import models as rows
@@ -62,6 +64,8 @@ _SEGMENT_COLUMNS = (
     "closed_at",
 )
 VERSION_RETRIES = 5
+# How long an uncorrelated Salesforce event may wait for an in-flight POST /route's answer.
+ROUTE_ANSWER_WAIT_SECONDS = 30.0
 
 
 # -- ledger rows ↔ engine model -------------------------------------------------------------
@@ -202,6 +206,7 @@ class ProcessStats:
     skipped: int = 0
     errors: int = 0
     commands: int = 0
+    deferred: int = 0
 
     def count(self, status: str) -> None:
         if status == "processed":
@@ -210,6 +215,8 @@ class ProcessStats:
             self.echoes += 1
         elif status == "skipped":
             self.skipped += 1
+        elif status == "deferred":
+            self.deferred += 1
         else:
             self.errors += 1
 
@@ -242,6 +249,8 @@ class Processor:
             try:
                 with self._ledger.transaction() as tx:
                     before = self._find(tx, event)
+                    if before is None and self._awaiting_route(tx, row):
+                        return "deferred", 0
                     current = to_correlation(before, tx.segments(before.id)) if before else None
                     with bind_correlation(before.id if before else None):
                         decision = engine.translate(event, current, self._tables)
@@ -259,6 +268,25 @@ class Processor:
         with self._ledger.transaction() as tx:
             tx.mark_event(row.id, "error", error="correlation kept changing; gave up")
         return "error", 0
+
+    @staticmethod
+    def _awaiting_route(tx: LedgerTx, row: rows.InboxEvent) -> bool:
+        """A Salesforce event that matches no conversation while a ``POST /route`` is still
+        out: Omni-Channel may assign the work before the route's answer (which names the
+        PSR and work item) is recorded. Such an event waits for the answer, not for ever."""
+        if row.source != System.SALESFORCE.value:
+            return False
+        if (rows.utcnow() - row.received_at).total_seconds() > ROUTE_ANSWER_WAIT_SECONDS:
+            return False
+        in_flight = tx.session.scalar(
+            select(func.count())
+            .select_from(rows.OutboxCommand)
+            .where(
+                col(rows.OutboxCommand.status).in_(rows.UNFINISHED_COMMAND_STATUSES),
+                col(rows.OutboxCommand.operation) == Operation.ROUTE.value,
+            )
+        )
+        return bool(in_flight)
 
     @staticmethod
     def _find(tx: LedgerTx, event: Event) -> rows.Correlation | None:

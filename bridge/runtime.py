@@ -6,7 +6,7 @@ both intakes, the processor and the dispatcher. ``step`` drives one synchronous 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -98,8 +98,10 @@ class Runtime:
         *,
         salesforce: SalesforceAdapter,
         servicenow: ServiceNowAdapter,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
+        self.now = now
         self.ledger = ledger
         self.tables = tables
         self.salesforce = salesforce
@@ -126,10 +128,18 @@ class Runtime:
                 "servicenow": ServiceNowExecutor(servicenow),
             },
             concurrency=settings.dispatch_concurrency,
+            now=now,
         )
 
     @classmethod
-    def build(cls, settings: Settings, *, ledger: Ledger | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        ledger: Ledger | None = None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> Runtime:
+        """``now`` is the bridge's clock (a sandbox run may follow the sandbox clock)."""
         tables = load_tables(settings.mappings_dir)
         ledger = ledger or Ledger.from_settings(settings)
         return cls(
@@ -138,6 +148,7 @@ class Runtime:
             tables,
             salesforce=salesforce_adapter(settings),
             servicenow=servicenow_adapter(settings),
+            now=now,
         )
 
     def close(self) -> None:
@@ -146,15 +157,16 @@ class Runtime:
     def directions(self) -> set[Direction]:
         return {q.direction for q in self.tables.crosswalk.queues}
 
+    def poll(self, now: datetime | None = None) -> list[PollResult]:
+        """Read what changed in both systems into the inbox."""
+        now = now or self.now()
+        return [result for intake in self.intakes for result in intake.poll(now)]
+
     def step(self, now: datetime | None = None) -> StepStats:
         """Poll both systems once, process the inbox, dispatch what is due."""
-        now = now or utcnow()
-        stats = StepStats()
-        for intake in self.intakes:
-            stats.polled.extend(intake.poll(now))
-        stats.processed = self.processor.process_pending()
-        stats.dispatched = self.dispatcher.run_once()
-        return stats
+        polled = self.poll(now)
+        processed = self.processor.process_pending()
+        return StepStats(polled, processed, self.dispatcher.run_once())
 
     def settle(self, *, rounds: int = 50) -> list[StepStats]:
         """Step until a round does nothing (or ``rounds`` is reached)."""

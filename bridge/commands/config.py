@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import typer
@@ -33,7 +33,7 @@ def _walk(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tupl
             yield (*prefix, name), value
 
 
-def settings_rows(settings: Settings, origins: dict[str, str]) -> list[dict[str, Any]]:
+def settings_rows(settings: Settings, origins: Mapping[str, str]) -> list[dict[str, Any]]:
     """One row per setting: its variable, masked value and source."""
     return [
         {
@@ -51,5 +51,5 @@ def show(as_json: JsonFlag = False) -> None:
     """Print every effective setting (secrets masked) and where it came from:
     default, env, .env, secrets dir."""
     settings = load_settings()
-    rows = settings_rows(settings, dict(setting_origins()))
+    rows = settings_rows(settings, setting_origins())
     emit(rows, columns("env", "value", "source"), as_json=as_json, title="settings")

@@ -116,22 +116,42 @@ class Reconciler(Protocol):
 
 
 def write_repair(tx: LedgerTx, finding: PlannedFinding) -> Outcome:
-    """Enqueue the finding's commands and record its events in ``tx``. A command whose key
-    is already in the outbox (an earlier run's repair) is not written twice: the finding
-    is then ``skipped`` and says so."""
+    """Enqueue the finding's commands and record its events in ``tx``.
+
+    A command whose key is already in the outbox (an earlier run's repair) is not written
+    twice: the finding is ``skipped`` while that command is still on its way, and
+    ``unresolved`` (saying how it ended) when it finished and the drift is still there."""
     written = tx.enqueue(*finding.commands)
     if written and finding.expect and finding.correlation_id:
         _expect(tx, finding.correlation_id, finding.expect)
     event_ids = [_record_event(tx, e) for e in finding.events]
     new_events = [i for i in event_ids if i is not None]
-    if len(written) < len(finding.commands) or len(new_events) < len(finding.events):
+    command_ids = [c.id for c in written]
+    if len(new_events) < len(finding.events):
+        return Outcome("skipped", "an earlier run fed the same event", command_ids, new_events)
+    if tx.duplicate_keys:
+        return _earlier_repair(tx, tx.duplicate_keys, command_ids)
+    return Outcome("applied", None, command_ids, new_events)
+
+
+def _earlier_repair(tx: LedgerTx, keys: Sequence[str], command_ids: list[str]) -> Outcome:
+    stmt = select(OutboxCommand).where(col(OutboxCommand.idempotency_key).in_(keys))
+    earlier = list(tx.session.scalars(stmt))
+    unfinished = [c for c in earlier if c.status not in FINAL_COMMAND_STATUSES]
+    if unfinished:
         return Outcome(
             "skipped",
-            "the same repair was already written by an earlier run",
-            [c.id for c in written],
-            new_events,
+            f"an earlier run's repair is still on its way ({unfinished[0].status})",
+            command_ids + [c.id for c in unfinished],
         )
-    return Outcome("applied", None, [c.id for c in written], new_events)
+    ended = ", ".join(f"{c.operation} {c.status}" for c in earlier)
+    error = next((c.error for c in earlier if c.error), None)
+    return Outcome(
+        "unresolved",
+        f"an earlier run's repair ended ({ended}{': ' + error if error else ''}) and the "
+        "drift is still there",
+        command_ids,
+    )
 
 
 def _expect(tx: LedgerTx, correlation_id: str, keys: Sequence[str]) -> None:
@@ -221,6 +241,7 @@ class RunReport:
     elapsed_seconds: float = 0.0
     findings: list[dict[str, Any]] = field(default_factory=list)
     failed_reconcilers: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per reconciler
 
     def counts(self) -> list[dict[str, Any]]:
         """Findings by (reconciler, kind, status)."""
@@ -247,6 +268,7 @@ class RunReport:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "unresolved": self.unresolved,
             "failed_reconcilers": self.failed_reconcilers,
+            "seconds": {name: round(s, 3) for name, s in self.seconds.items()},
             "counts": self.counts(),
             "findings": self.findings,
         }
@@ -317,6 +339,7 @@ def run(
     pending = _Pending(ctx.ledger, run_row.id)
     written: list[tuple[Finding, Outcome]] = []
     for reconciler in chosen:
+        began = time.monotonic()
         try:
             for finding in reconciler.plan(ctx, since):
                 if apply and finding.action is not None:
@@ -335,6 +358,7 @@ def run(
                 reason=f"{type(exc).__name__}: {exc}",
             )
             pending.add(_finding_row(ctx, run_row.id, reconciler.name, failed, Outcome("failed")))
+        report.seconds[reconciler.name] = time.monotonic() - began
     pending.flush()
     if pipeline is not None and written:
         _settle(ctx, pipeline, written)

@@ -66,9 +66,10 @@ class Drift(Repairs):
             for c in page
         ]
         tally: Counter[str] = Counter()
-        psrs, untracked_psrs = self._psrs(ctx, since)
+        # presence is checked against full scans: ``since`` picks what is reported
+        psrs, untracked_psrs = self._psrs(ctx)
         tally["psr_without_correlation"] = untracked_psrs
-        interactions, settled_interactions = self._interactions(ctx, since, settled)
+        interactions, reportable = self._interactions(ctx, since, settled)
         for corr in opened:
             if corr.state in WAITING_ON_PSR and corr.psr and corr.psr not in psrs:
                 tally["correlation_without_psr"] += 1
@@ -87,8 +88,8 @@ class Drift(Repairs):
                     "no longer active",
                     corr.id,
                 )
-        known = correlations_by(ctx, "sn_document_sys_id", settled_interactions)
-        for sys_id in settled_interactions:
+        known = correlations_by(ctx, "sn_document_sys_id", reportable)
+        for sys_id in reportable:
             if sys_id not in known:
                 tally["interaction_without_correlation"] += 1
                 yield self._finding(
@@ -112,11 +113,11 @@ class Drift(Repairs):
         return PlannedFinding(kind=kind, subject=subject, reason=reason, correlation_id=corr_id)
 
     @staticmethod
-    def _psrs(ctx: Context, since: datetime | None) -> tuple[set[str], int]:
+    def _psrs(ctx: Context) -> tuple[set[str], int]:
         """Ids of every PSR of the mapped queues, and how many no correlation knows."""
         present: set[str] = set()
         untracked = 0
-        for page in scan_psrs(ctx, queue_ids(ctx.tables), since, KIND):
+        for page in scan_psrs(ctx, queue_ids(ctx.tables), None, KIND):
             ids = [i for i in (sf18(p["Id"]) for p in page) if i]
             present.update(ids)
             untracked += len(set(ids) - set(psr_owners(ctx, ids)))
@@ -127,7 +128,8 @@ class Drift(Repairs):
         ctx: Context, since: datetime | None, settled: datetime
     ) -> tuple[set[str], set[str]]:
         """sys_ids of the active interactions of mapped queues or made by the bridge
-        (``correlation_id`` set): all of them, and those last changed before ``settled``."""
+        (``correlation_id`` set): all of them, and those to report (last changed since
+        ``since`` and before ``settled``)."""
         queues = sn_queue_refs(ctx.tables, Direction.SN_TO_SF) + sn_queue_refs(
             ctx.tables, Direction.SF_TO_SN
         )
@@ -137,9 +139,12 @@ class Drift(Repairs):
         found: set[str] = set()
         old: set[str] = set()
         fields = ("sys_updated_on",)
-        for rows in scan_sn(ctx, "interaction", fields, condition, since=since, task=KIND):
+        for rows in scan_sn(ctx, "interaction", fields, condition, since=None, task=KIND):
             found.update(r["sys_id"] for r in rows)
-            old.update(
-                r["sys_id"] for r in rows if parse_sn_datetime(r["sys_updated_on"]) < settled
-            )
+            old.update(r["sys_id"] for r in rows if _between(r, since, settled))
         return found, old
+
+
+def _between(row: dict[str, str], since: datetime | None, until: datetime) -> bool:
+    changed = parse_sn_datetime(row["sys_updated_on"])
+    return changed < until and (since is None or changed >= since)

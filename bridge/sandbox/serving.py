@@ -71,6 +71,11 @@ class Clock:
             listener()
         return self.now()
 
+    def reset(self) -> None:
+        """Back to wall time (nothing falls due by going back)."""
+        with self._lock:
+            self._offset = 0.0
+
     def on_advance(self, listener: Callable[[], None]) -> None:
         with self._lock:
             self._listeners.append(listener)

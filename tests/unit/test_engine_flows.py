@@ -85,7 +85,7 @@ def test_sf_to_sn_accept_lifecycle(tables: Tables) -> None:
     assert create_params["record"]["correlation_id"] == WI
     assert create_params["record"]["sys_id"] == INTERACTION == corr.sn_document_sys_id
     assert offer == "offer"
-    assert offer_params["candidates"] == ALL_SN
+    assert sorted(offer_params["candidates"]) == sorted(ALL_SN)
     assert offer_params["timeout"] == 30
     assert offer_params["queue_id"] == SUPPORT.sn_queue_sys_id
     assert offer_params["external_segment_id"] == SEG_1
@@ -320,7 +320,7 @@ def test_foreign_agent_work_is_a_transfer_not_an_echo(tables: Tables) -> None:
 def test_reoffer_excludes_who_rejected(tables: Tables) -> None:
     decision = translate(awa("queued", rejected=True), sf2sn(S.OFFERED), tables)
     (offer,) = ops(decision)
-    assert offer[1]["candidates"] == ALL_SN[1:]
+    assert sorted(offer[1]["candidates"]) == sorted(ALL_SN[1:])
     assert offer[1]["excluded"] == [ALICE.sn_user_sys_id]
     updated = {s.seq: s.outcome for s in decision.segments_updated}
     assert updated == {1: SegmentOutcome.DECLINED}
@@ -365,7 +365,7 @@ def test_transfer_to_external_queue_moves_the_correlation(tables: Tables) -> Non
     assert (corr.sf_psr_id, corr.sf_queue_id) == (PSR_TRANSFER, BILLING.sf_queue_id)
     (transfer,) = ops(decision)
     assert transfer[1]["source_queue_id"] == SUPPORT.sn_queue_sys_id
-    assert transfer[1]["candidates"] == ALL_SN
+    assert sorted(transfer[1]["candidates"]) == sorted(ALL_SN)
     assert decision.segments_updated[0].outcome is SegmentOutcome.TRANSFERRED
 
 
@@ -685,3 +685,15 @@ def test_commands_name_their_system(tables: Tables) -> None:
     decision = translate(psr(), None, tables)
     assert {c.system for c in decision.commands} == {System.SERVICENOW}
     assert all(c.segment_seq == 1 for c in decision.commands)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_offers_spread_over_the_queue_agents(n):
+    """Each conversation prefers another agent first; all of them stay candidates."""
+    from bridge.engine import _spread
+
+    agents = [f"agent{i}" for i in range(n)]
+    firsts = {_spread(agents, f"correlation-{k}")[0] for k in range(200)}
+    assert firsts == set(agents)
+    assert all(sorted(_spread(agents, f"c{k}")) == agents for k in range(20))
+    assert _spread(agents, "same") == _spread(agents, "same")

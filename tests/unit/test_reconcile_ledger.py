@@ -329,8 +329,16 @@ def test_which_assigned_agent_work_is_elsewhere(
     assert elsewhere(corr(state, sf_user_id=holder), user) is cancel
 
 
-def test_orphaned_psr_is_skipped_when_its_repair_is_already_in_the_outbox(
-    sqlite_ledger: Ledger,
+@pytest.mark.parametrize(
+    ("earlier", "status", "says"),
+    [
+        (None, "skipped", "still on its way (pending)"),
+        ("dead", "unresolved", "delete_psr dead: INVALID_ID"),
+        ("confirmed", "unresolved", "drift is still there"),
+    ],
+)
+def test_a_repair_already_in_the_outbox_is_not_written_twice(
+    sqlite_ledger: Ledger, earlier: str | None, status: str, says: str
 ) -> None:
     ctx = context(sqlite_ledger)
     with sqlite_ledger.transaction() as tx:
@@ -342,9 +350,20 @@ def test_orphaned_psr_is_skipped_when_its_repair_is_already_in_the_outbox(
         action="delete_psr",
         correlation_id=row.id,
         commands=(deletion(ctx, row, PSR),),
+        expect=(f"psr_deleted:{PSR}",),
     )
-    outcomes = []
-    for _ in range(2):
-        with sqlite_ledger.transaction() as tx:
-            outcomes.append(OrphanedPsr().apply(ctx, tx, finding))
-    assert [o.status for o in outcomes] == ["applied", "skipped"]
+    with sqlite_ledger.transaction() as tx:
+        first = OrphanedPsr().apply(ctx, tx, finding)
+    assert first.status == "applied"
+    if earlier == "dead":
+        sqlite_ledger.dead_letter(first.command_ids[0], "INVALID_ID")
+    elif earlier == "confirmed":
+        sqlite_ledger.complete_command(first.command_ids[0], {})
+    with sqlite_ledger.transaction() as tx:
+        second = OrphanedPsr().apply(ctx, tx, finding)
+    assert second.status == status
+    assert says in str(second.reason)
+    with sqlite_ledger.reading() as session:
+        stored = session.get(Correlation, row.id)
+    assert stored is not None
+    assert stored.data["expect"] == [f"psr_deleted:{PSR}"]
