@@ -32,7 +32,7 @@ def test_live_check_passes_on_the_seeded_systems(live_env, capsys):
 
 
 def test_live_check_names_what_the_systems_no_longer_hold(live_env, capsys):
-    sf, sn = live_env
+    _sf, sn = live_env
     support = seed.QUEUES[0]
     sn.instance.update("awa_queue", support.sn_queue_sys_id, {"external_id": "RENAMED"})
     role = sn.instance.where("sys_user_role", name="awa_external_user")[0]["sys_id"]

@@ -85,7 +85,10 @@ def test_retry_after_header(header, seconds):
             "https://h/api/now/awa/documents/interaction/a9010da35d515caaa430b374dcb3a3da/offer",
             "/api/now/awa/documents/interaction/{id}/offer",
         ),
-        ("https://h/services/data/v62.0/query/01g5g00000000001-2000", "/services/data/v62.0/query/{id}"),
+        (
+            "https://h/services/data/v62.0/query/01g5g00000000001-2000",
+            "/services/data/v62.0/query/{id}",
+        ),
         ("https://h/api/v1/route", "/api/v1/route"),
         (
             "https://h/services/data/v62.0/sobjects/MessagingSession/describe",

@@ -40,6 +40,7 @@ from engine_builders import (
     sn2sf,
 )
 
+from bridge import engine
 from bridge.engine import apply_result, classify, correlation_keys, translate
 from bridge.mapping import Tables, load_tables
 from bridge.model import (
@@ -690,10 +691,8 @@ def test_commands_name_their_system(tables: Tables) -> None:
 @pytest.mark.parametrize("n", [1, 2, 4])
 def test_offers_spread_over_the_queue_agents(n):
     """Each conversation prefers another agent first; all of them stay candidates."""
-    from bridge.engine import _spread
-
     agents = [f"agent{i}" for i in range(n)]
-    firsts = {_spread(agents, f"correlation-{k}")[0] for k in range(200)}
+    firsts = {engine._spread(agents, f"correlation-{k}")[0] for k in range(200)}
     assert firsts == set(agents)
-    assert all(sorted(_spread(agents, f"c{k}")) == agents for k in range(20))
-    assert _spread(agents, "same") == _spread(agents, "same")
+    assert all(sorted(engine._spread(agents, f"c{k}")) == agents for k in range(20))
+    assert engine._spread(agents, "same") == engine._spread(agents, "same")
