@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +34,7 @@ from typing import Any
 from bridge.ledger.store import Ledger, NewEvent, RecordResult
 from bridge.runtime import Runtime
 from bridge.sandbox import seed
-from bridge.sandbox.connect import sandbox_settings
+from bridge.sandbox.connect import sandbox_settings, write_env
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.sandbox.serving import Clock, Counters, SandboxCA
@@ -39,6 +43,7 @@ from bridge.sandbox.traffic import SCENARIOS, SCENARIOS_BY_NAME, ContactCentre
 RESULTS = Path(__file__).parent / "results" / "flow.json"
 LIFECYCLE = "close_in_salesforce"
 AGENT_CAPACITY = 10_000
+DAEMON_POLL_SECONDS = 0.05
 # Calls the bridge's commands must make per scenario (see tests/integration/test_flow_economy.py)
 MINIMUM_CALLS = {
     "accept": 3,
@@ -252,6 +257,90 @@ def throughput(n: int, concurrency: int, latency_ms: float, batch: int) -> dict[
         }
 
 
+@contextmanager
+def sandboxes() -> Iterator[tuple[SalesforceSandbox, ServiceNowSandbox, Path]]:
+    """Both sandboxes (shared CA and clock) and a temp dir, without a bridge."""
+    with tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp:
+        clock = Clock()
+        ca = SandboxCA(Path(tmp) / "ca")
+        with (
+            SalesforceSandbox(ca=ca, clock=clock, state_dir=Path(tmp) / "sf") as sf,
+            ServiceNowSandbox(ca=ca, clock=clock) as sn,
+        ):
+            _roomy(sf)
+            yield sf, sn, Path(tmp)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def daemon_process(
+    sf: SalesforceSandbox, sn: ServiceNowSandbox, tmp: Path, ledger_url: str, concurrency: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``bridge run`` in a process of its own (its own interpreter lock), polling fast."""
+    env_file = write_env(tmp / "bridge.env", sf, sn)
+    extra = {
+        "BRIDGE_LEDGER_URL": ledger_url,
+        "BRIDGE_DISPATCH_CONCURRENCY": str(concurrency),
+        "BRIDGE_SALESFORCE__POLL_INTERVAL": str(DAEMON_POLL_SECONDS),
+        "BRIDGE_SERVICENOW__POLL_INTERVAL": str(DAEMON_POLL_SECONDS),
+        "BRIDGE_HTTP_PORT": str(_free_port()),
+        "BRIDGE_LOG_LEVEL": "WARNING",
+    }
+    lines = env_file.read_text().splitlines()
+    env = dict(os.environ) | dict(line.split("=", 1) for line in lines if "=" in line) | extra
+    command = [str(Path(sys.executable).parent / "bridge"), "run", "--reconcile-every", "0"]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "bridge.log").open("wb")
+    )
+    try:
+        yield proc
+    except Exception:
+        print((tmp / "bridge.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def throughput_daemon(n: int, concurrency: int, latency_ms: float, batch: int) -> dict[str, Any]:
+    """(2) as ``throughput``, with the bridge as a daemon in its own process (the
+    sandboxes and the simulated agents keep this one)."""
+    with sandboxes() as (sf, sn, tmp):
+        ledger_url = f"sqlite:///{tmp}/ledger.db"
+        ledger = Ledger(ledger_url)
+        ledger.upgrade()
+        with daemon_process(sf, sn, tmp, ledger_url, concurrency):
+            centre = ContactCentre(
+                sf, sn, ledger, lambda: time.sleep(DAEMON_POLL_SECONDS / 2), max_pumps=1000
+            )
+            centre.run(SCENARIOS_BY_NAME[LIFECYCLE])  # the daemon is up and polling
+            sf.control.add_fault("rest", latency_ms=latency_ms)
+            sf.control.add_fault("scrt", latency_ms=latency_ms)
+            sn.control.add_fault({"latency_ms": latency_ms})
+            started = time.perf_counter()
+            done = 0
+            while done < n:
+                size = min(batch, n - done)
+                centre.run_many([SCENARIOS_BY_NAME[LIFECYCLE]] * size)
+                done += size
+            elapsed = time.perf_counter() - started
+        ledger.close()
+        return {
+            "lifecycles": n,
+            "in_flight": batch,
+            "latency_ms_per_call": latency_ms,
+            "dispatch_concurrency": concurrency,
+            "poll_interval_seconds": DAEMON_POLL_SECONDS,
+            "seconds": round(elapsed, 2),
+            "lifecycles_per_second": round(n / elapsed, 1),
+        }
+
+
 def _counts(r: Rig) -> Counter[str]:
     hosts: dict[str, Counters] = {
         "sf": r.sf.counters,
@@ -293,8 +382,6 @@ def calls_per_scenario(concurrency: int) -> dict[str, Any]:
                 }
             except Exception as exc:  # a scenario the bridge cannot finish yet
                 out[scenario.name] = {"error": str(exc)[:300]}
-            r.sf.reset()
-            r.sn.control.reset()
     return out
 
 
@@ -306,13 +393,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["latency", "throughput", "calls"]
+        "--skip",
+        action="append",
+        default=[],
+        choices=["latency", "throughput", "throughput_daemon", "calls"],
     )
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {}
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "latency": lambda: latency(args.latency_n, args.concurrency),
         "throughput": lambda: throughput(
+            args.throughput_n, args.concurrency, args.latency_ms, args.in_flight
+        ),
+        "throughput_daemon": lambda: throughput_daemon(
             args.throughput_n, args.concurrency, args.latency_ms, args.in_flight
         ),
         "calls": lambda: calls_per_scenario(args.concurrency),

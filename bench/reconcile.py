@@ -54,7 +54,9 @@ QUEUES = [q for q in seed.QUEUES if q.direction == "sf_to_sn"]
 MESSAGING = seed.CHANNELS[0]
 
 
-def _seed(sf: SalesforceSandbox, sn: ServiceNowSandbox, ledger: Ledger, psrs: int) -> dict[str, int]:
+def _seed(
+    sf: SalesforceSandbox, sn: ServiceNowSandbox, ledger: Ledger, psrs: int
+) -> dict[str, int]:
     """Both systems and the ledger, through Python (no HTTP); returns what was made."""
     before = utcnow() - timedelta(minutes=10)
     rows: list[dict[str, Any]] = []

@@ -52,6 +52,28 @@ def env_name(*path: str) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in path)
 
 
+class BridgeSecretsSource(NestedSecretsSettingsSource):
+    """Container secrets: only files named like a bridge setting (``bridge_...``) are read.
+
+    A mounted secrets directory usually holds other services' secrets too (a database
+    password, a keystore); reading those would at best be useless and at worst fail on a
+    binary file.
+    """
+
+    @classmethod
+    def load_secrets(cls, path: Path) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for file in cls._iter_secret_files(path):
+            name = str(file.relative_to(path))
+            if not name.lower().startswith(ENV_PREFIX.lower()):
+                continue
+            try:
+                out[name] = file.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError:
+                raise ConfigError(f"secret file {file} is not UTF-8 text") from None
+        return out
+
+
 class SalesforceSettings(BaseModel):
     """Salesforce org: REST (My Domain), OAuth token endpoint, Interaction Service (SCRT)."""
 
@@ -128,7 +150,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # nested secrets: a file BRIDGE_SALESFORCE__CLIENT_SECRET fills salesforce.client_secret
-        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        secrets = BridgeSecretsSource(file_secret_settings)
         return (init_settings, env_settings, dotenv_settings, secrets)
 
     @field_validator("ledger_url")
@@ -309,7 +331,7 @@ def setting_origins(
     layers: list[tuple[Origin, PydanticBaseSettingsSource | Mapping[str, Any]]] = []
     if secret_path is not None and secret_path.is_dir():
         flat = SecretsSettingsSource(Settings, secrets_dir=secret_path)
-        layers.append(("secrets dir", NestedSecretsSettingsSource(flat, secrets_dir=secret_path)))
+        layers.append(("secrets dir", BridgeSecretsSource(flat, secrets_dir=secret_path)))
     if env_file is not None:
         layers.append((".env", DotEnvSettingsSource(Settings, env_file=env_file)))
     layers.append(("env", EnvSettingsSource(Settings)))

@@ -174,6 +174,8 @@ class Daemon:
         self.runtime.dispatcher.wake.set()
 
     def run(self, *, install_signals: bool = True) -> int:
+        # APScheduler logs every run of every job at INFO: a line per poll per second.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)

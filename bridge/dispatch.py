@@ -216,6 +216,10 @@ class DispatchStats:
     retried: int = 0
     dead: int = 0
 
+    def add(self, other: DispatchStats) -> None:
+        for name in ("claimed", "done", "retried", "dead"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 def _backoff(attempt: int) -> float:
     """Exponential back-off with jitter (tenacity's strategy), capped at five minutes."""

@@ -121,10 +121,9 @@ class _AwaItem:
 def classify(event: Event, correlation: Correlation | None = None) -> Trigger:
     """What the event means; Permanent / Skippable (naming field and event) for bad input.
 
-    The correlation is not needed to classify today's events; it is part of the signature so
-    a rule set may grow triggers that depend on it.
+    The correlation tells an AWA acceptance by the agent the conversation is with from one
+    by somebody else (a transfer inside AWA).
     """
-    del correlation
     kind = event.kind
     if kind is EventKind.PSR:
         _sf_id(event, "Id")
@@ -145,7 +144,10 @@ def classify(event: Event, correlation: Correlation | None = None) -> Trigger:
         ended = require_str(event, "Status") in _SF_WORK_ITEM_ENDED
         return Trigger.SF_WORK_ITEM_ENDED if ended else Trigger.SF_WORK_ITEM_OPEN
     if kind is EventKind.AWA_WORK_ITEM:
-        return _awa_trigger(event)
+        trigger = _awa_trigger(event)
+        if trigger is Trigger.WORK_ITEM_ACCEPTED and _accepted_elsewhere(event, correlation):
+            return Trigger.WORK_ITEM_ACCEPTED_ELSEWHERE
+        return trigger
     require_str(event, "sys_id")
     return Trigger(f"interaction.{status_of(event, 'state', InteractionState).value}")
 
@@ -160,6 +162,14 @@ _AGENT_WORK_TRIGGERS = {
     AgentWorkStatus.CANCELED: Trigger.AGENT_WORK_CANCELED,
     AgentWorkStatus.TRANSFERRED: Trigger.AGENT_WORK_TRANSFERRED,
 }
+
+
+def _accepted_elsewhere(event: Event, correlation: Correlation | None) -> bool:
+    """Accepted in AWA by an agent other than the conversation's current one."""
+    if correlation is None or correlation.sn_user_sys_id is None:
+        return False
+    agent = optional_str(event, "assigned_to")
+    return agent is not None and agent != correlation.sn_user_sys_id
 
 
 def _awa_trigger(event: Event) -> Trigger:

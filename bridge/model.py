@@ -244,6 +244,9 @@ class Trigger(StrEnum):
     WORK_ITEM_TIMED_OUT = "work_item.timed_out"
     WORK_ITEM_PENDING_ACCEPT = "work_item.pending_accept"
     WORK_ITEM_ACCEPTED = "work_item.accepted"
+    # accepted by an agent other than the one the conversation is with (a transfer
+    # inside AWA): the two-agent guard's case
+    WORK_ITEM_ACCEPTED_ELSEWHERE = "work_item.accepted_elsewhere"
     WORK_ITEM_CANCELED = "work_item.canceled"
     WORK_ITEM_TRANSFER_REJECTED = "work_item.transfer_rejected"
     WORK_ITEM_CLOSED = "work_item.closed"

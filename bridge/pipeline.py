@@ -64,6 +64,8 @@ _SEGMENT_COLUMNS = (
     "closed_at",
 )
 VERSION_RETRIES = 5
+# Inbox events processed in one ledger transaction.
+BATCH = 50
 # How long an uncorrelated Salesforce event may wait for an in-flight POST /route's answer.
 ROUTE_ANSWER_WAIT_SECONDS = 30.0
 
@@ -137,8 +139,12 @@ def persist(
     before: rows.Correlation | None,
     *,
     caused_by_event_id: int | None = None,
+    segments: Sequence[rows.Segment] | None = None,
 ) -> Persisted:
-    """Write a decision: the correlation (optimistic version), segments, commands."""
+    """Write a decision: the correlation (optimistic version), segments, commands.
+
+    ``segments``: the correlation's segment rows as read in this transaction (saves
+    reading them again)."""
     corr = decision.correlation
     if corr is None:
         return Persisted()
@@ -152,7 +158,9 @@ def persist(
     else:
         changed = {k: v for k, v in cols.items() if getattr(before, k) != v}
         row = tx.update_correlation(before, before.version, **changed) if changed else before
-    segment_ids: dict[int, str] = {s.seq: s.id for s in tx.segments(row.id)}
+    if segments is None:
+        segments = tx.segments(row.id) if before is not None else []
+    by_seq = {s.seq: s for s in segments}
     for segment in decision.segments_added:
         added = tx.add_segment(
             row.id,
@@ -165,11 +173,9 @@ def persist(
             raise VersionConflict(
                 f"correlation {row.id}: segment {segment.seq} was written concurrently"
             )
-        segment_ids[added.seq] = added.id
-    if decision.segments_updated:
-        by_seq = {s.seq: s for s in tx.segments(row.id)}
-        for segment in decision.segments_updated:
-            tx.update_segment(by_seq[segment.seq], **_segment_columns(segment))
+        by_seq[added.seq] = added
+    for segment in decision.segments_updated:
+        tx.update_segment(by_seq[segment.seq], **_segment_columns(segment))
     commands = tx.enqueue(
         *(
             NewCommand(
@@ -178,7 +184,7 @@ def persist(
                 system=c.system.value,
                 operation=c.operation.value,
                 payload=dict(c.params),
-                segment_id=segment_ids.get(c.segment_seq) if c.segment_seq else None,
+                segment_id=by_seq[c.segment_seq].id if c.segment_seq in by_seq else None,
                 caused_by_event_id=caused_by_event_id,
             )
             for c in decision.commands
@@ -220,6 +226,10 @@ class ProcessStats:
         else:
             self.errors += 1
 
+    def add(self, other: ProcessStats) -> None:
+        for name in ("processed", "echoes", "skipped", "errors", "commands", "deferred"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 class Processor:
     """Takes pending inbox events in order and applies the engine's decisions."""
@@ -229,45 +239,58 @@ class Processor:
         self._tables = tables
 
     def process_pending(self, limit: int = 500) -> ProcessStats:
+        """Pending events, oldest first, ``BATCH`` to a transaction (a commit per event
+        costs more than the event). A batch that fails as a whole (a correlation changed
+        under it) is rolled back and its events are taken one by one, with retries."""
         stats = ProcessStats()
-        for row in self._ledger.pending_events(limit):
-            status, commands = self.process(row)
-            stats.count(status)
-            stats.commands += commands
+        pending = self._ledger.pending_events(limit)
+        for start in range(0, len(pending), BATCH):
+            chunk = pending[start : start + BATCH]
+            try:
+                with self._ledger.transaction() as tx:
+                    results = [self._apply(tx, row) for row in chunk]
+            except VersionConflict:
+                results = [self.process(row) for row in chunk]
+            for status, commands in results:
+                stats.count(status)
+                stats.commands += commands
         return stats
 
     def process(self, row: rows.InboxEvent) -> tuple[str, int]:
         """One event in one transaction; returns (event status, commands enqueued)."""
+        for _ in range(VERSION_RETRIES):
+            try:
+                with self._ledger.transaction() as tx:
+                    return self._apply(tx, row)
+            except VersionConflict:
+                log.info("event %s: correlation changed meanwhile; again", row.source_event_id)
+        assert row.id is not None
+        with self._ledger.transaction() as tx:
+            tx.mark_event(row.id, "error", error="correlation kept changing; gave up")
+        return "error", 0
+
+    def _apply(self, tx: LedgerTx, row: rows.InboxEvent) -> tuple[str, int]:
+        """One event in the caller's transaction: (event status, commands enqueued)."""
         assert row.id is not None
         try:
             event = to_event(row)
         except (ValueError, KeyError) as exc:
-            with self._ledger.transaction() as tx:
-                tx.mark_event(row.id, "error", error=f"malformed event: {exc}")
+            tx.mark_event(row.id, "error", error=f"malformed event: {exc}")
             return "error", 0
-        for _ in range(VERSION_RETRIES):
-            try:
-                with self._ledger.transaction() as tx:
-                    before = self._find(tx, event)
-                    if before is None and self._awaiting_route(tx, row):
-                        return "deferred", 0
-                    current = to_correlation(before, tx.segments(before.id)) if before else None
-                    with bind_correlation(before.id if before else None):
-                        decision = engine.translate(event, current, self._tables)
-                        done = persist(tx, decision, before, caused_by_event_id=row.id)
-                        status = _event_status(decision.outcome)
-                        error = decision.reason if status in ("error", "skipped") else None
-                        tx.mark_event(
-                            row.id, status, error=error, correlation_id=done.correlation_id
-                        )
-                        if status == "error":
-                            log.warning("event %s: %s", row.source_event_id, decision.reason)
-                return status, len(done.commands)
-            except VersionConflict:
-                log.info("event %s: correlation changed meanwhile; again", row.source_event_id)
-        with self._ledger.transaction() as tx:
-            tx.mark_event(row.id, "error", error="correlation kept changing; gave up")
-        return "error", 0
+        before = self._find(tx, event)
+        if before is None and self._awaiting_route(tx, row):
+            return "deferred", 0
+        segments = tx.segments(before.id) if before else []
+        current = to_correlation(before, segments) if before else None
+        with bind_correlation(before.id if before else None):
+            decision = engine.translate(event, current, self._tables)
+            done = persist(tx, decision, before, caused_by_event_id=row.id, segments=segments)
+            status = _event_status(decision.outcome)
+            error = decision.reason if status in ("error", "skipped") else None
+            tx.mark_event(row.id, status, error=error, correlation_id=done.correlation_id)
+            if status == "error":
+                log.warning("event %s: %s", row.source_event_id, decision.reason)
+        return status, len(done.commands)
 
     @staticmethod
     def _awaiting_route(tx: LedgerTx, row: rows.InboxEvent) -> bool:
@@ -309,4 +332,4 @@ def apply_answer(tx: LedgerTx, command: rows.OutboxCommand, answer: dict[str, An
     if decision.outcome is EventOutcome.ERROR:
         log.warning("command %s: %s", command.id, decision.reason)
         return Persisted(before.id)
-    return persist(tx, decision, before)
+    return persist(tx, decision, before, segments=segments)

@@ -163,10 +163,16 @@ class Runtime:
         return [result for intake in self.intakes for result in intake.poll(now)]
 
     def step(self, now: datetime | None = None) -> StepStats:
-        """Poll both systems once, process the inbox, dispatch what is due."""
-        polled = self.poll(now)
-        processed = self.processor.process_pending()
-        return StepStats(polled, processed, self.dispatcher.run_once())
+        """One round: each intake's changes are processed and dispatched as soon as that
+        intake has read them (as the daemon does), not after the other system's poll."""
+        now = now or self.now()
+        stats = StepStats()
+        for intake in self.intakes:
+            polled = intake.poll(now)
+            stats.polled.extend(polled)
+            stats.processed.add(self.processor.process_pending())
+            stats.dispatched.add(self.dispatcher.run_once())
+        return stats
 
     def settle(self, *, rounds: int = 50) -> list[StepStats]:
         """Step until a round does nothing (or ``rounds`` is reached)."""

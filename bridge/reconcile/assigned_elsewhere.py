@@ -9,22 +9,35 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from bridge.ledger.models import Correlation
 from bridge.ledger.store import NewCommand
 from bridge.model import AgentWorkPatchStatus, AgentWorkStatus, CorrelationState, Operation
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
-from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_soql, sf18
-from bridge.salesforce.api import soql_datetime
+from bridge.reconcile.reads import (
+    FINAL_STATES,
+    Facts,
+    bridge_agent_work,
+    correlations_by,
+    scan_soql,
+    sf18,
+)
+from bridge.salesforce.api import parse_sf_datetime, soql_datetime
 from bridge.salesforce.ids import to15
 
 KIND = "assigned_elsewhere"
 FIELDS = ("UserId", "WorkItemId", "PendingServiceRoutingId", "CreatedDate")
 
 
-def elsewhere(corr: Correlation, user_id: str | None) -> bool:
+def elsewhere(corr: Facts, user_id: str | None, *, made_by_bridge: bool) -> bool:
+    """Over: any Assigned AgentWork is stale. Accepted: an AgentWork the bridge made for
+    another agent is stale (one made by Salesforce for another agent is a transfer the
+    bridge has yet to hear of, and is left alone)."""
     if corr.state in FINAL_STATES:
         return True
-    return corr.state == CorrelationState.ACTIVE and sf18(corr.sf_user_id) != user_id
+    return (
+        corr.state == CorrelationState.ACTIVE
+        and made_by_bridge
+        and sf18(corr.sf_user_id) != user_id
+    )
 
 
 class AssignedElsewhere(Repairs):
@@ -36,17 +49,22 @@ class AssignedElsewhere(Repairs):
         if since is not None:
             where += f" AND CreatedDate >= {soql_datetime(since)}"
         soql = f"SELECT Id, {', '.join(FIELDS)} FROM AgentWork WHERE {where}"
+        young = ctx.now - ctx.options.unseen_grace
         for page in scan_soql(ctx, soql, self.name):
             owners = correlations_by(
                 ctx, "sf_work_item_id", (sf18(w["WorkItemId"]) or "" for w in page)
             )
+            own = bridge_agent_work(ctx, [sf18(w["Id"]) or "" for w in page])
             for work in page:
                 corr = owners.get(sf18(work["WorkItemId"]) or "")
-                if corr is not None and elsewhere(corr, sf18(work["UserId"])):
+                if corr is None or parse_sf_datetime(work["CreatedDate"]) > young:
+                    continue  # not ours, or so new intake may not have read it
+                made = sf18(work["Id"]) in own
+                if elsewhere(corr, sf18(work["UserId"]), made_by_bridge=made):
                     yield self._finding(corr, work)
 
     @staticmethod
-    def _finding(corr: Correlation, work: dict[str, Any]) -> PlannedFinding:
+    def _finding(corr: Facts, work: dict[str, Any]) -> PlannedFinding:
         work_id = sf18(work["Id"]) or str(work["Id"])
         command = NewCommand(
             idempotency_key=f"reconcile:{KIND}:{work_id}",

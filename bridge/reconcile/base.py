@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlmodel import col
 
+from bridge.dispatch import DEFAULT_MAX_ATTEMPTS
 from bridge.errors import ConfigError
 from bridge.ledger.models import Finding, InboxEvent, OutboxCommand
 from bridge.ledger.store import Ledger, LedgerTx, NewCommand, NewEvent
@@ -50,14 +51,14 @@ def no_progress(task: str, advance: int, total: int | None) -> None:
 class Options:
     """The knobs of the reconcilers (every one has a default)."""
 
-    # unseen_psr: a PSR younger than this may simply not be polled yet.
+    # unseen_psr, drift: what changed more recently may simply not be polled yet.
     unseen_grace: timedelta = timedelta(seconds=60)
     # offer_timeout: how long after an offer's time-out an event may still arrive.
     offer_grace: timedelta = timedelta(seconds=30)
     # stuck_outbox: an unfinished command untouched this long is stuck ...
     stuck_after: timedelta = timedelta(minutes=15)
     # ... and dead-lettered instead of released once it has had this many attempts.
-    max_attempts: int = 10
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # stale_cursor: how long each source keeps its changes, by stream prefix.
     retention: Mapping[str, timedelta] = field(
         default_factory=lambda: {"salesforce:": timedelta(hours=72)}

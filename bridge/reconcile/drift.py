@@ -9,16 +9,17 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from sqlmodel import col
 
 from bridge.ledger.models import Correlation
-from bridge.model import CorrelationState, Direction
+from bridge.model import CorrelationState
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import (
     OPEN_STATES,
-    correlations_by,
-    correlations_where,
+    correlation_rows,
+    known_values,
     psr_owners,
     queue_ids,
     scan_psrs,
@@ -41,8 +42,10 @@ WAITING_ON_PSR = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Open:
+    COLUMNS: ClassVar[tuple[str, ...]] = ("id", "state", "sf_psr_id", "sn_document_sys_id")
+
     id: str
     state: str
     psr: str | None
@@ -56,14 +59,15 @@ class Drift(Repairs):
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
         settled = ctx.now - ctx.options.unseen_grace  # younger things may be in flight
         opened = [
-            _Open(c.id, c.state, c.sf_psr_id, c.sn_document_sys_id)
-            for page in correlations_where(
+            _Open(*row)
+            for page in correlation_rows(
                 ctx,
+                _Open.COLUMNS,
                 col(Correlation.state).in_(OPEN_STATES),
                 col(Correlation.updated_at) < settled,
                 since=since,
             )
-            for c in page
+            for row in page
         ]
         tally: Counter[str] = Counter()
         # presence is checked against full scans: ``since`` picks what is reported
@@ -88,7 +92,7 @@ class Drift(Repairs):
                     "no longer active",
                     corr.id,
                 )
-        known = correlations_by(ctx, "sn_document_sys_id", reportable)
+        known = known_values(ctx, "sn_document_sys_id", reportable)
         for sys_id in reportable:
             if sys_id not in known:
                 tally["interaction_without_correlation"] += 1
@@ -130,9 +134,7 @@ class Drift(Repairs):
         """sys_ids of the active interactions of mapped queues or made by the bridge
         (``correlation_id`` set): all of them, and those to report (last changed since
         ``since`` and before ``settled``)."""
-        queues = sn_queue_refs(ctx.tables, Direction.SN_TO_SF) + sn_queue_refs(
-            ctx.tables, Direction.SF_TO_SN
-        )
+        queues = sn_queue_refs(ctx.tables)
         condition = "active=true^correlation_idISNOTEMPTY"
         if queues:
             condition += f"^ORqueueIN{','.join(queues)}"

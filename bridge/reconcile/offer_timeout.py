@@ -9,14 +9,15 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, select
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from bridge.ledger.models import Correlation, InboxEvent, OutboxCommand, Segment
 from bridge.ledger.store import NewEvent
 from bridge.model import CorrelationState, EventKind, Operation, WorkItemState
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
-from bridge.reconcile.reads import chunks, correlations_where
+from bridge.reconcile.reads import LEDGER_BATCH, PAGE, chunks
 from bridge.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
 
 KIND = "offer_timeout"
@@ -24,26 +25,40 @@ INTAKE_SOURCE = "servicenow"
 FIELDS = ("sys_updated_on", "sys_mod_count", *WORK_ITEM_FIELDS)
 
 
-def _current_segments(ctx: Context, corrs: Sequence[Correlation]) -> list[Segment]:
-    """Each correlation's newest segment, if it is an open offer with a work item."""
-    ids = [c.id for c in corrs]
-    newest = (
-        select(col(Segment.correlation_id), func.max(col(Segment.seq)).label("seq"))
-        .where(col(Segment.correlation_id).in_(ids))
-        .group_by(col(Segment.correlation_id))
-        .subquery()
+def _open_offers(ctx: Context, since: datetime | None) -> Iterator[list[Segment]]:
+    """The newest segment of each ``offered`` correlation, when it is an open offer with a
+    work item; keyset pages by correlation id."""
+    later = aliased(Segment)
+    stmt = (
+        select(Segment)
+        .join(Correlation, col(Correlation.id) == col(Segment.correlation_id))
+        .where(
+            col(Correlation.state) == CorrelationState.OFFERED.value,
+            col(Segment.outcome).is_(None),
+            col(Segment.sn_work_item_sys_id).is_not(None),
+            col(Segment.kind).in_(("offer", "transfer")),
+            ~exists().where(
+                col(later.correlation_id) == col(Segment.correlation_id),
+                col(later.seq) > col(Segment.seq),
+            ),
+        )
     )
-    stmt = select(Segment).join(
-        newest,
-        (col(Segment.correlation_id) == newest.c.correlation_id)
-        & (col(Segment.seq) == newest.c.seq),
-    )
-    with ctx.ledger.reading() as session:
-        return [
-            s
-            for s in session.scalars(stmt)
-            if s.outcome is None and s.sn_work_item_sys_id and s.kind in ("offer", "transfer")
-        ]
+    if since is not None:
+        stmt = stmt.where(col(Correlation.updated_at) >= since)
+    last = ""
+    while True:
+        with ctx.ledger.reading() as session:
+            page = list(
+                session.scalars(
+                    stmt.where(col(Segment.correlation_id) > last)
+                    .order_by(col(Segment.correlation_id))
+                    .limit(PAGE)
+                )
+            )
+        if not page:
+            return
+        yield page
+        last = page[-1].correlation_id
 
 
 def _timeouts(ctx: Context, segments: Sequence[Segment]) -> dict[str, int]:
@@ -90,13 +105,11 @@ class OfferTimeout(Repairs):
     description = "Offers past their time-out with no event: read the work item, feed it"
 
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
-        offered = col(Correlation.state) == CorrelationState.OFFERED.value
-        for page in correlations_where(ctx, offered, since=since):
-            for batch in chunks(page, 500):
+        for page in _open_offers(ctx, since):
+            for batch in chunks(page, LEDGER_BATCH):
                 yield from self._plan_batch(ctx, batch)
 
-    def _plan_batch(self, ctx: Context, corrs: Sequence[Correlation]) -> Iterator[PlannedFinding]:
-        segments = _current_segments(ctx, corrs)
+    def _plan_batch(self, ctx: Context, segments: Sequence[Segment]) -> Iterator[PlannedFinding]:
         timeouts = _timeouts(ctx, segments)
         grace = ctx.options.offer_grace
         overdue = {

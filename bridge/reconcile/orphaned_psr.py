@@ -8,16 +8,15 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from bridge.ledger.models import Correlation
 from bridge.ledger.store import NewCommand
 from bridge.model import CorrelationState, Direction, Operation, RouteCancelReason
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
-from bridge.reconcile.reads import FINAL_STATES, psr_owners, queue_ids, scan_psrs, sf18
+from bridge.reconcile.reads import FINAL_STATES, Facts, psr_owners, queue_ids, scan_psrs, sf18
 
 KIND = "orphaned_psr"
 
 
-def deletion(ctx: Context, corr: Correlation, psr_id: str) -> NewCommand:
+def deletion(ctx: Context, corr: Facts, psr_id: str) -> NewCommand:
     """How this PSR is deleted: ``DELETE /route`` for conversations routed through the
     Interaction Service API (or when the policy says so), else the REST delete."""
     by_route = corr.sf_conversation_id and (
@@ -43,7 +42,7 @@ def deletion(ctx: Context, corr: Correlation, psr_id: str) -> NewCommand:
     )
 
 
-def orphaned(corr: Correlation, psr_id: str) -> bool:
+def orphaned(corr: Facts, psr_id: str) -> bool:
     """Ended conversations keep no PSR; an accepted one keeps none of the PSR it was
     accepted from (a newer transfer PSR is a new routing, not an orphan)."""
     if corr.state in FINAL_STATES:

@@ -8,11 +8,10 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from bridge.ledger.models import Correlation
 from bridge.ledger.store import NewCommand
-from bridge.model import CancelReason, Direction, Operation, WorkItemState
+from bridge.model import CancelReason, Operation, WorkItemState
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
-from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_sn, sn_queue_refs
+from bridge.reconcile.reads import FINAL_STATES, Facts, correlations_by, scan_sn, sn_queue_refs
 
 KIND = "pending_awa"
 WORK_ITEM_FIELDS = ("state", "document_id", "queue", "assigned_to", "external_segment_id")
@@ -20,8 +19,8 @@ WORK_ITEM_FIELDS = ("state", "document_id", "queue", "assigned_to", "external_se
 SF_ENDED = frozenset({"Ended", "Closed"})
 
 
-def _ended_in_salesforce(ctx: Context, corrs: Sequence[Correlation]) -> dict[str, str]:
-    """Correlation id → how its Salesforce work item ended ("Ended", "Closed", "deleted"),
+def _ended_in_salesforce(ctx: Context, corrs: Sequence[Facts]) -> dict[str, str]:
+    """Facts id → how its Salesforce work item ended ("Ended", "Closed", "deleted"),
     for those that did: the ledger says so, or the work items, read in IN batches."""
     ended = {c.id: c.state for c in corrs if c.state in FINAL_STATES}
     by_type: dict[str, dict[str, str]] = defaultdict(dict)
@@ -46,7 +45,7 @@ class PendingAwa(Repairs):
     description = "AWA work items still pending for conversations that ended in Salesforce"
 
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
-        queues = sn_queue_refs(ctx.tables, Direction.SF_TO_SN)
+        queues = sn_queue_refs(ctx.tables)
         if not queues:
             return
         states = f"{WorkItemState.QUEUED.value},{WorkItemState.PENDING_ACCEPT.value}"
@@ -65,7 +64,7 @@ class PendingAwa(Repairs):
                 yield self._finding(corr, row, ended[corr.id])
 
     @staticmethod
-    def _finding(corr: Correlation, row: dict[str, str], how: str) -> PlannedFinding:
+    def _finding(corr: Facts, row: dict[str, str], how: str) -> PlannedFinding:
         sys_id = row["sys_id"]
         command = NewCommand(
             idempotency_key=f"reconcile:{KIND}:{sys_id}",

@@ -5,6 +5,7 @@ call per record."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -55,13 +56,9 @@ def queue_ids(tables: Tables, direction: Direction | None = None) -> list[str]:
     ]
 
 
-def sn_queue_refs(tables: Tables, direction: Direction) -> list[str]:
-    """How the AWA queues of a direction appear in ``awa_work_item.queue`` (sys_ids)."""
-    return [
-        q.sn_queue_sys_id
-        for q in tables.crosswalk.queues
-        if q.direction is direction and q.sn_queue_sys_id
-    ]
+def sn_queue_refs(tables: Tables) -> list[str]:
+    """How the mapped AWA queues appear in ``awa_work_item.queue`` (sys_ids)."""
+    return [q.sn_queue_sys_id for q in tables.crosswalk.queues if q.sn_queue_sys_id]
 
 
 def scan_psrs(
@@ -108,47 +105,91 @@ def scan_sn(
         after = (rows[-1]["sys_updated_on"], rows[-1]["sys_id"])
 
 
-def correlations_by(ctx: Context, column: str, ids: Iterable[str]) -> dict[str, Correlation]:
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the reconcilers need of a correlation (read without its JSON data: cheap)."""
+
+    id: str
+    direction: str
+    state: str
+    sf_psr_id: str | None = None
+    sf_work_item_id: str | None = None
+    sf_conversation_id: str | None = None
+    sf_service_channel_id: str | None = None
+    sf_user_id: str | None = None
+    sn_document_sys_id: str | None = None
+
+
+FACT_COLUMNS = tuple(f.name for f in fields(Facts))
+
+
+def _facts_of(*conditions: Any) -> Any:
+    return select(*(col(getattr(Correlation, c)) for c in FACT_COLUMNS)).where(*conditions)
+
+
+def correlations_by(ctx: Context, column: str, ids: Iterable[str]) -> dict[str, Facts]:
     """Correlations whose ``column`` is one of ``ids``, keyed by that column's value."""
-    attr = getattr(Correlation, column)
-    found: dict[str, Correlation] = {}
+    attr = col(getattr(Correlation, column))
+    found: dict[str, Facts] = {}
     with ctx.ledger.reading() as session:
         for batch in chunks(dict.fromkeys(i for i in ids if i), LEDGER_BATCH):
-            for row in session.scalars(select(Correlation).where(col(attr).in_(batch))):
-                found[getattr(row, column)] = row
+            for row in session.execute(_facts_of(attr.in_(batch))):
+                facts = Facts(*row)
+                found[getattr(facts, column)] = facts
     return found
 
 
-def psr_owners(ctx: Context, psr_ids: Iterable[str]) -> dict[str, Correlation]:
+def known_values(ctx: Context, column: str, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` some correlation holds in ``column`` (the values only: cheap)."""
+    attr = col(getattr(Correlation, column))
+    found: set[str] = set()
+    with ctx.ledger.reading() as session:
+        for batch in chunks(dict.fromkeys(i for i in ids if i), LEDGER_BATCH):
+            found.update(v for v in session.scalars(select(attr).where(attr.in_(batch))) if v)
+    return found
+
+
+def bridge_agent_work(ctx: Context, ids: Iterable[str]) -> set[str]:
+    """Which of these AgentWork ids the bridge made (a segment or correlation holds it)."""
+    wanted = list(dict.fromkeys(i for i in ids if i))
+    found = known_values(ctx, "sf_agent_work_id", wanted)
+    attr = col(Segment.sf_agent_work_id)
+    with ctx.ledger.reading() as session:
+        for batch in chunks(wanted, LEDGER_BATCH):
+            found.update(v for v in session.scalars(select(attr).where(attr.in_(batch))) if v)
+    return found
+
+
+def psr_owners(ctx: Context, psr_ids: Iterable[str]) -> dict[str, Facts]:
     """The correlation each PSR belongs to: as its current PSR or as an earlier segment's."""
     wanted = list(dict.fromkeys(psr_ids))
     found = correlations_by(ctx, "sf_psr_id", wanted)
     rest = [p for p in wanted if p not in found]
     with ctx.ledger.reading() as session:
         for batch in chunks(rest, LEDGER_BATCH):
-            stmt = (
-                select(col(Segment.sf_psr_id), Correlation)
-                .join(Correlation, col(Correlation.id) == col(Segment.correlation_id))
-                .where(col(Segment.sf_psr_id).in_(batch))
+            stmt = _facts_of(col(Segment.sf_psr_id).in_(batch)).join(
+                Segment, col(Correlation.id) == col(Segment.correlation_id)
             )
-            for psr_id, corr in session.execute(stmt).tuples():
-                if psr_id is not None:
-                    found[psr_id] = corr
+            stmt = stmt.add_columns(col(Segment.sf_psr_id))
+            for row in session.execute(stmt):
+                found[row[-1]] = Facts(*row[:-1])
     return found
 
 
-def correlations_where(
-    ctx: Context, *conditions: Any, since: datetime | None = None
-) -> Iterator[list[Correlation]]:
-    """Correlations matching ``conditions`` (updated since ``since``), keyset pages by id."""
-    last = ""
-    stmt = select(Correlation).where(*conditions)
+def correlation_rows(
+    ctx: Context, columns: Sequence[str], *conditions: Any, since: datetime | None = None
+) -> Iterator[list[Any]]:
+    """``columns`` of the correlations matching ``conditions`` (updated since ``since``),
+    keyset pages by id; plain rows, not ORM objects (a full scan stays small)."""
+    attrs = [col(getattr(Correlation, c)) for c in dict.fromkeys(["id", *columns])]
+    stmt = select(*attrs).where(*conditions)
     if since is not None:
         stmt = stmt.where(col(Correlation.updated_at) >= since)
+    last = ""
     while True:
         with ctx.ledger.reading() as session:
             page = list(
-                session.scalars(
+                session.execute(
                     stmt.where(col(Correlation.id) > last).order_by(col(Correlation.id)).limit(PAGE)
                 )
             )

@@ -82,7 +82,7 @@ class Observed:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    start: Callable[[ContactCentre], Conversation]
+    start: Callable[[ContactCentre, Scenario], Conversation]
     steps: tuple[Step, ...]
     expected: Observed
 
@@ -107,7 +107,7 @@ class ContactCentre:
 
     # -- driving ----------------------------------------------------------------------
     def begin(self, scenario: Scenario) -> Conversation:
-        return scenario.start(self)
+        return scenario.start(self, scenario)
 
     def advance(self, conv: Conversation) -> bool:
         """Take every step that is ready now; True once the scenario is over."""
@@ -159,12 +159,17 @@ class ContactCentre:
         return sorted(found, key=lambda w: (w["CreatedDate"], w["Id"]))
 
     def assigned_work(self, conv: Conversation) -> dict[str, Any] | None:
-        """The newest Assigned AgentWork not yet acted on in this conversation."""
-        seen = conv.marks.setdefault("agent_work_seen", set())
-        for work in reversed(self.agent_work(conv)):
-            if work["Status"] == "Assigned" and work["Id"] not in seen:
-                return work
-        return None
+        """The newest Assigned AgentWork not yet acted on in this conversation; once an
+        AWA agent accepted, the one for that agent's Salesforce user."""
+        seen: set[str] = conv.marks.setdefault("agent_work_seen", set())
+        accepted_by: list[str] = conv.marks.get("sn_agents") or [""]
+        user = _SF_USER_OF_SN.get(accepted_by[-1])
+        candidates = [
+            w
+            for w in self.agent_work(conv)
+            if w["Status"] == "Assigned" and w["Id"] not in seen and user in (None, w["UserId"])
+        ]
+        return candidates[-1] if candidates else None
 
     def opened_work(self, conv: Conversation) -> dict[str, Any] | None:
         return next((w for w in reversed(self.agent_work(conv)) if w["Status"] == "Opened"), None)
@@ -275,20 +280,16 @@ def ledger_problems(session: Any, correlation_id: str) -> list[str]:
 # -- starts ---------------------------------------------------------------------------------
 
 
-def _sf_start(name: str) -> Callable[[ContactCentre], Conversation]:
-    def start(cc: ContactCentre) -> Conversation:
-        started = cc.sf.control.start_conversation(SF_QUEUE)
-        return Conversation(SCENARIOS_BY_NAME[name], sf_work_item_id=started["work_item_id"])
-
-    return start
+def customer_in_salesforce(cc: ContactCentre, scenario: Scenario) -> Conversation:
+    """A customer starts a conversation on a Salesforce external-routing queue."""
+    started = cc.sf.control.start_conversation(SF_QUEUE)
+    return Conversation(scenario, sf_work_item_id=started["work_item_id"])
 
 
-def _sn_start(name: str) -> Callable[[ContactCentre], Conversation]:
-    def start(cc: ContactCentre) -> Conversation:
-        started = cc.sn.control.create_interaction(SN_QUEUE, f"scenario {name}")
-        return Conversation(SCENARIOS_BY_NAME[name], interaction=started["interaction"])
-
-    return start
+def customer_in_servicenow(cc: ContactCentre, scenario: Scenario) -> Conversation:
+    """A customer starts a conversation on the AWA queue that overflows to Salesforce."""
+    started = cc.sn.control.create_interaction(SN_QUEUE, f"scenario {scenario.name}")
+    return Conversation(scenario, interaction=started["interaction"])
 
 
 # -- steps ----------------------------------------------------------------------------------
@@ -445,11 +446,11 @@ _WIP = "work_in_progress"
 
 
 def _sf(name: str, steps: Sequence[Step], expected: Observed) -> Scenario:
-    return Scenario(name, _sf_start(name), tuple(steps), expected)
+    return Scenario(name, customer_in_salesforce, tuple(steps), expected)
 
 
 def _sn(name: str, steps: Sequence[Step], expected: Observed) -> Scenario:
-    return Scenario(name, _sn_start(name), tuple(steps), expected)
+    return Scenario(name, customer_in_servicenow, tuple(steps), expected)
 
 
 def _observed(
@@ -526,7 +527,13 @@ SCENARIOS: tuple[Scenario, ...] = (
             SF_ACCEPT,
             ACTIVE,
         ),
-        _observed("active", ("accepted",), ("Canceled", "Opened"), ("accepted", "accepted"), _WIP),
+        _observed(
+            "active",
+            ("transferred", "accepted"),
+            ("Canceled", "Opened"),
+            ("accepted", "accepted"),
+            _WIP,
+        ),
     ),
     _sf(
         "customer_abandons",

@@ -185,3 +185,19 @@ def test_missing_secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="BRIDGE_SECRETS_DIR: not a directory"):
         load_settings()
+
+
+def test_secrets_dir_reads_only_bridge_settings(secrets: Path) -> None:
+    """Other services' secrets in the same mount (even binary ones) are left alone."""
+    (secrets / "keystore.p12").write_bytes(bytes(range(256)))
+    (secrets / "postgres_password").write_text("not ours\n")
+    (secrets / "BRIDGE_SERVICENOW__PASSWORD").write_text("s3cret\n")
+    settings = load_settings(env_file=None, secrets=secrets)
+    assert settings.servicenow.password is not None
+    assert settings.servicenow.password.get_secret_value() == "s3cret"
+
+
+def test_a_bridge_secret_that_is_not_text_is_a_clear_error(secrets: Path) -> None:
+    (secrets / "BRIDGE_SERVICENOW__PASSWORD").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="BRIDGE_SERVICENOW__PASSWORD is not UTF-8 text"):
+        load_settings(env_file=None, secrets=secrets)

@@ -25,14 +25,3 @@ def test_restart_mid_conversation_resumes_from_the_ledger_cursor(bridge_rig: Bri
     centre.drive(conv)
     bridge_rig.runtime.settle()
     assert centre.observe(conv) == scenario.expected
-
-
-@pytest.fixture(autouse=True)
-def _dump_ledger_on_failure(bridge_rig: BridgeRig, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    yield
-    import sys
-
-    sys.path.insert(0, "/tmp")
-    import dbg  # type: ignore[import-not-found]
-
-    dbg.dump(bridge_rig.ledger)

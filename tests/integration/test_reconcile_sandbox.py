@@ -26,7 +26,7 @@ from bridge.servicenow.api import ServiceNowAdapter
 
 pytestmark = pytest.mark.integration
 
-ALICE = seed.AGENTS[0]
+OTHER_AGENT = seed.AGENTS[3]
 FAST = Options(unseen_grace=timedelta(0), offer_grace=timedelta(0), settle_timeout=20.0)
 
 
@@ -71,10 +71,10 @@ def correlation(ledger: Ledger) -> Correlation:
     return rows[0]
 
 
-def set_state(ledger: Ledger, state: str) -> None:
+def set_state(ledger: Ledger, state: str, **changes: Any) -> None:
     corr = correlation(ledger)
     with ledger.transaction() as tx:
-        tx.update_correlation(corr, corr.version, state=state)
+        tx.update_correlation(corr, corr.version, state=state, **changes)
 
 
 def offered(rt: Runtime, sf: SalesforceSandbox, sn: ServiceNowSandbox) -> dict[str, Any]:
@@ -84,6 +84,10 @@ def offered(rt: Runtime, sf: SalesforceSandbox, sn: ServiceNowSandbox) -> dict[s
     offers = sn.control.pending_offers()
     assert len(offers) == 1
     return {**started, "sn_work_item": offers[0]["sys_id"], "offer": offers[0]}
+
+
+def agent_work(sf: SalesforceSandbox, work_item: str) -> list[dict[str, Any]]:
+    return sf.org.where("AgentWork", WorkItemId=work_item)
 
 
 def assert_dry_run_is_read_only(
@@ -154,6 +158,27 @@ def test_a_psr_the_bridge_never_saw_is_adopted_and_offered(
     assert reconcile(runtime, "unseen_psr", apply=False).findings == []
 
 
+def test_an_unseen_psr_already_pushed_is_reported_not_adopted(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
+) -> None:
+    started = sf_sandbox.control.start_conversation("Support_External")
+    agent = seed.AGENTS[1]
+    sf_adapter.create(
+        "AgentWork",
+        {
+            "UserId": agent.sf_user_id,
+            "WorkItemId": started["work_item_id"],
+            "PendingServiceRoutingId": started["psr_id"],
+            "ServiceChannelId": seed.CHANNELS[0].sf_service_channel_id,
+        },
+    )
+    report = reconcile(runtime, "unseen_psr", apply=True)
+    assert kinds(report) == [("unseen_psr", "unresolved")]
+    assert report.findings[0]["action"] is None
+    assert "pushed to an agent" in str(report.findings[0]["reason"])
+    assert runtime.ledger.pending_events(10) == []
+
+
 def test_a_young_psr_is_left_to_intake(runtime: Runtime, sf_sandbox: SalesforceSandbox) -> None:
     sf_sandbox.control.start_conversation("Support_External")
     ctx = context_for(runtime, options=Options(unseen_grace=timedelta(minutes=5)))
@@ -189,15 +214,26 @@ def test_a_pending_offer_of_a_live_conversation_is_left_alone(
 # --- assigned_elsewhere ------------------------------------------------------------------
 
 
-def test_agent_work_still_assigned_after_the_conversation_ended_is_cancelled(
-    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        {"state": "closed"},  # the conversation ended
+        {"state": "active", "sf_user_id": OTHER_AGENT.sf_user_id},  # someone else took it
+    ],
+)
+def test_agent_work_the_bridge_made_still_assigned_elsewhere_is_cancelled(
+    runtime: Runtime,
+    sf_sandbox: SalesforceSandbox,
+    sn_sandbox: ServiceNowSandbox,
+    meanwhile: dict[str, str],
 ) -> None:
     ids = offered(runtime, sf_sandbox, sn_sandbox)
     sn_sandbox.control.accept(ids["sn_work_item"])
     runtime.settle()  # the bridge creates the AgentWork for the accepting agent
-    [work] = list(sf_sandbox.control.agent_work_for(ALICE.sf_user_id))
+    [work] = agent_work(sf_sandbox, ids["work_item_id"])
     assert work["Status"] == "Assigned"
-    set_state(runtime.ledger, "closed")  # ... and the conversation ended meanwhile
+    assert work["UserId"] != OTHER_AGENT.sf_user_id
+    set_state(runtime.ledger, **meanwhile)
 
     assert_dry_run_is_read_only(
         runtime, sf_sandbox, sn_sandbox, "assigned_elsewhere", "assigned_elsewhere"
@@ -205,9 +241,23 @@ def test_agent_work_still_assigned_after_the_conversation_ended_is_cancelled(
     report = reconcile(runtime, "assigned_elsewhere", apply=True)
 
     assert kinds(report) == [("assigned_elsewhere", "applied")]
-    [work] = sf_sandbox.control.agent_work_for(ALICE.sf_user_id)
+    [work] = agent_work(sf_sandbox, ids["work_item_id"])
     assert work["Status"] == "Canceled"
     assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "assigned_elsewhere", apply=False).findings == []
+
+
+def test_a_salesforce_transfer_to_an_agent_is_left_alone(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    sn_sandbox.control.accept(ids["sn_work_item"])
+    runtime.settle()
+    [work] = agent_work(sf_sandbox, ids["work_item_id"])
+    sf_sandbox.control.accept(work["Id"])
+    runtime.settle()
+    assert correlation(runtime.ledger).state == "active"
+    sf_sandbox.control.transfer_to_agent(work["Id"], OTHER_AGENT.sf_user_id)  # not seen yet
     assert reconcile(runtime, "assigned_elsewhere", apply=False).findings == []
 
 

@@ -34,6 +34,8 @@ from bridge.mapping import Tables, load_tables
 from bridge.model import Correlation, CorrelationState, Event
 
 S = CorrelationState
+# the work item AWA made when the agent transferred inside AWA
+AWI_2 = "2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e"
 
 
 class Case(NamedTuple):
@@ -244,6 +246,27 @@ CASES = [
         awa("accepted", assigned_to=ALICE.sn_user_sys_id),
         [],
         "assigning",
+    ),
+    Case(
+        "sf2sn.awa-accepted",
+        at(sf2sn, S.OFFERED),
+        awa("accepted", assigned_to=BOB.sn_user_sys_id),
+        ["create_agent_work"],
+        "assigning",
+    ),
+    Case(
+        "sf2sn.awa-accepted-elsewhere",
+        at(sf2sn, S.ASSIGNING),
+        awa("accepted", sys_id=AWI_2, assigned_to=BOB.sn_user_sys_id, segment=""),
+        ["update_agent_work", "create_agent_work"],
+        "assigning",
+    ),
+    Case(
+        "sf2sn.awa-accepted-elsewhere-late",
+        at(sf2sn, S.ACTIVE),
+        awa("accepted", sys_id=AWI_2, assigned_to=BOB.sn_user_sys_id, segment=""),
+        [],
+        "active",
     ),
     Case(
         "sf2sn.interaction-progress",

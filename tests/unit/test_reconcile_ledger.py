@@ -27,6 +27,7 @@ from bridge.reconcile import Context, Options, PlannedFinding, registry, run, se
 from bridge.reconcile.assigned_elsewhere import elsewhere
 from bridge.reconcile.base import RECONCILER_FAILED, Outcome
 from bridge.reconcile.orphaned_psr import OrphanedPsr, deletion, orphaned
+from bridge.reconcile.reads import Facts
 from bridge.reconcile.stale_cursor import StaleCursor
 from bridge.reconcile.stuck_outbox import StuckOutbox
 
@@ -261,8 +262,8 @@ def test_every_reconciler_has_a_unique_name_and_a_description() -> None:
 # --- decisions ---------------------------------------------------------------------------
 
 
-def corr(state: str, **cols: Any) -> Correlation:
-    return Correlation(id="c1", direction=cols.pop("direction", "sf_to_sn"), state=state, **cols)
+def corr(state: str, **cols: Any) -> Facts:
+    return Facts(id="c1", direction=cols.pop("direction", "sf_to_sn"), state=state, **cols)
 
 
 @pytest.mark.parametrize(
@@ -312,21 +313,22 @@ def test_how_an_orphaned_psr_is_deleted(
 
 
 @pytest.mark.parametrize(
-    ("state", "holder", "user", "cancel"),
+    ("state", "holder", "user", "own", "cancel"),
     [
-        ("active", ALICE, BOB, True),
-        ("active", ALICE, ALICE, False),
-        ("closed", ALICE, ALICE, True),
-        ("abandoned", None, BOB, True),
-        ("assigning", None, BOB, False),
-        ("transferring", ALICE, BOB, False),  # a Salesforce transfer to an agent
-        ("offered", None, BOB, False),
+        ("active", ALICE, BOB, True, True),
+        ("active", ALICE, BOB, False, False),  # Salesforce's transfer, not yet seen
+        ("active", ALICE, ALICE, True, False),
+        ("closed", ALICE, ALICE, True, True),
+        ("abandoned", None, BOB, False, True),
+        ("assigning", None, BOB, True, False),
+        ("transferring", ALICE, BOB, False, False),  # a Salesforce transfer to an agent
+        ("offered", None, BOB, True, False),
     ],
 )
 def test_which_assigned_agent_work_is_elsewhere(
-    state: str, holder: str | None, user: str, cancel: bool
+    state: str, holder: str | None, user: str, own: bool, cancel: bool
 ) -> None:
-    assert elsewhere(corr(state, sf_user_id=holder), user) is cancel
+    assert elsewhere(corr(state, sf_user_id=holder), user, made_by_bridge=own) is cancel
 
 
 @pytest.mark.parametrize(
@@ -349,7 +351,7 @@ def test_a_repair_already_in_the_outbox_is_not_written_twice(
         reason="r",
         action="delete_psr",
         correlation_id=row.id,
-        commands=(deletion(ctx, row, PSR),),
+        commands=(deletion(ctx, Facts(row.id, "sf_to_sn", "abandoned", PSR), PSR),),
         expect=(f"psr_deleted:{PSR}",),
     )
     with sqlite_ledger.transaction() as tx:
