@@ -1,8 +1,12 @@
 """Throughput of the sandbox emulators over keep-alive HTTPS.
 
 One function per system (``salesforce()``, ``servicenow()``) returns its figures; ``main()``
-runs those that exist, prints them and writes ``bench/results/sandbox.json``. Clients run
-in separate processes so that they do not share the server's interpreter lock.
+runs those that exist, prints them and writes ``bench/results/sandbox.json``.
+
+The load comes from ``wrk`` (a C load generator: Debian's ``wrk`` package) when it is
+installed, so that the figure is what the server can serve rather than what Python
+clients can send; otherwise from Python clients in separate processes (they do not share
+the server's interpreter lock, but on a 2-core machine they take CPU from it).
 
     uv run python -m bench.sandbox
 """
@@ -14,6 +18,10 @@ import json
 import multiprocessing
 import os
 import random
+import re
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -57,7 +65,62 @@ def _worker(
     return ok, failed, time.monotonic() - started
 
 
+_WRK_SCRIPT = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+
 def throughput(
+    urls: Sequence[str],
+    headers: dict[str, str],
+    ca_bundle: str | Path,
+    *,
+    seconds: float = SECONDS,
+    workers: int = WORKERS,
+) -> dict[str, Any]:
+    """Requests/s of GETs on ``urls``, round-robin over keep-alive TLS connections."""
+    if shutil.which("wrk"):
+        return throughput_wrk(urls, headers, seconds=seconds)
+    return throughput_python(urls, headers, ca_bundle, seconds=seconds, workers=workers)
+
+
+def throughput_wrk(
+    urls: Sequence[str], headers: dict[str, str], *, seconds: float = SECONDS
+) -> dict[str, Any]:
+    """``wrk`` with 2 threads and 16 keep-alive connections (it does not verify the
+    certificate; the Python clients of the test suite do)."""
+    origin = re.match(r"https://[^/]+", urls[0])
+    assert origin is not None
+    paths = ", ".join(json.dumps(u[len(origin.group(0)) :]) for u in urls)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT % paths)
+    command = ["wrk", "-t2", "-c16", f"-d{max(1, round(seconds))}s", "-s", script.name]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(
+        [*command, origin.group(0) + "/"], capture_output=True, text=True, check=True
+    ).stdout
+    os.unlink(script.name)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = re.search(r"Latency\s+(\S+)", out)
+    return {
+        "requests_per_second": float(rate.group(1)) if rate else None,
+        "requests": int(total.group(1)) if total else None,
+        "failed": int(errors.group(1)) if errors else 0,
+        "mean_latency": latency.group(1) if latency else None,
+        "load_generator": "wrk -t2 -c16",
+        "seconds": seconds,
+    }
+
+
+def throughput_python(
     urls: Sequence[str],
     headers: dict[str, str],
     ca_bundle: str | Path,
@@ -86,6 +149,7 @@ def throughput(
         "requests_per_server_core_second": round(ok / server_cpu, 1) if server_cpu else None,
         "requests": ok,
         "failed": sum(c[1] for c in counts),
+        "load_generator": f"python requests x {workers} processes",
         "workers": workers,
         "seconds": round(elapsed, 2),
     }
@@ -170,6 +234,13 @@ def servicenow() -> dict[str, Any]:
             "sysparm_display_value=all&sysparm_exclude_reference_link=true"
             "&sysparm_suppress_pagination_header=true&sysparm_limit=100"
         )
+        # What the bridge's intake sends: raw values of the fields it reads, no display values.
+        bridge_params = (
+            "sysparm_display_value=false&sysparm_exclude_reference_link=true"
+            "&sysparm_suppress_pagination_header=true&sysparm_limit=100"
+            "&sysparm_fields=sys_id,sys_updated_on,sys_mod_count,state,active,document_table,"
+            "document_id,queue,assigned_to,cancel_reason,rejected,timed_out,external_segment_id"
+        )
         sample = random.sample(range(RECORDS), 500)
         pages = RECORDS // len(queues) // 100
         return {
@@ -184,6 +255,16 @@ def servicenow() -> dict[str, Any]:
                 [
                     f"{base}?sysparm_query=queue%3D{q}%5EORDERBYsys_id&{pysnc_params}"
                     f"&sysparm_offset={page * 100}"
+                    for q in queues
+                    for page in range(pages)
+                ],
+                headers,
+                sandbox.ca_bundle,
+            ),
+            "paged_query_100_rows_bridge_fields": throughput(
+                [
+                    f"{base}?sysparm_query=queue%3D{q}%5EORDERBYsys_updated_on%5EORDERBYsys_id"
+                    f"&{bridge_params}&sysparm_offset={page * 100}"
                     for q in queues
                     for page in range(pages)
                 ],

@@ -327,6 +327,7 @@ class Dispatcher:
         DISPATCH_LATENCY.labels(command.system, command.operation).observe(
             max(0.0, (self._now() - command.created_at).total_seconds())
         )
+        log.info("command %s (%s) done", command.id, command.operation)
         return "done"
 
     def _retry(self, command: rows.OutboxCommand, error: Retriable) -> str:

@@ -27,6 +27,7 @@ from bridge.reconcile.reads import (
     sf18,
     sn_queue_refs,
 )
+from bridge.salesforce.api import parse_sf_datetime
 from bridge.servicenow.intake import parse_sn_datetime
 
 KIND = "drift"
@@ -71,7 +72,7 @@ class Drift(Repairs):
         ]
         tally: Counter[str] = Counter()
         # presence is checked against full scans: ``since`` picks what is reported
-        psrs, untracked_psrs = self._psrs(ctx)
+        psrs, untracked_psrs = self._psrs(ctx, settled)
         tally["psr_without_correlation"] = untracked_psrs
         interactions, reportable = self._interactions(ctx, since, settled)
         for corr in opened:
@@ -117,14 +118,20 @@ class Drift(Repairs):
         return PlannedFinding(kind=kind, subject=subject, reason=reason, correlation_id=corr_id)
 
     @staticmethod
-    def _psrs(ctx: Context) -> tuple[set[str], int]:
-        """Ids of every PSR of the mapped queues, and how many no correlation knows."""
+    def _psrs(ctx: Context, settled: datetime) -> tuple[set[str], int]:
+        """Ids of every PSR of the mapped queues, and how many created before ``settled``
+        no correlation knows."""
         present: set[str] = set()
         untracked = 0
         for page in scan_psrs(ctx, queue_ids(ctx.tables), None, KIND):
             ids = [i for i in (sf18(p["Id"]) for p in page) if i]
             present.update(ids)
-            untracked += len(set(ids) - set(psr_owners(ctx, ids)))
+            old = {
+                i
+                for p in page
+                if (i := sf18(p["Id"])) and parse_sf_datetime(p["CreatedDate"]) < settled
+            }
+            untracked += len(old - set(psr_owners(ctx, old)))
         return present, untracked
 
     @staticmethod

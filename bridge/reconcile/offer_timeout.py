@@ -71,7 +71,7 @@ def _timeouts(ctx: Context, segments: Sequence[Segment]) -> dict[str, int]:
     default = ctx.tables.policies.offer_timeout_default
     found = {s.id: default for s in segments}
     with ctx.ledger.reading() as session:
-        for segment_id, payload in session.execute(stmt).tuples():
+        for segment_id, payload in session.execute(stmt):
             timeout = (payload or {}).get("timeout")
             if segment_id is not None and isinstance(timeout, int) and timeout > 0:
                 found[segment_id] = timeout
