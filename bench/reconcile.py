@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import tempfile
@@ -146,9 +147,11 @@ def _serve(conn: Connection, directory: str, ledger_url: str, psrs: int) -> None
         )
         for counters in (sf.counters, sf.scrt_counters, sn.counters):
             counters.reset()
+        cpu = _cpu()
         conn.recv()  # the run is over
         conn.send(
             {
+                "cpu_seconds": round(_cpu() - cpu, 1),
                 "salesforce": sf.counters.total() + sf.scrt_counters.total(),
                 "servicenow": sn.counters.total(),
                 "by_route": {
@@ -157,6 +160,11 @@ def _serve(conn: Connection, directory: str, ledger_url: str, psrs: int) -> None
                 },
             }
         )
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _runtime(facts: dict[str, Any], ledger: Ledger) -> Runtime:
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ledger = Ledger(ledger_url)
             runtime = _runtime(facts, ledger)
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            started = time.monotonic()
+            started, cpu = time.monotonic(), _cpu()
             # the seed is minutes old in the ledger but seconds old in the org: no grace
             options = Options(unseen_grace=timedelta(0))
             rss_by_task: dict[str, float] = {}
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             ctx = context_for(runtime, options=options, progress=sample)
             report = run(ctx, None, apply=False)
-            elapsed = time.monotonic() - started
+            elapsed, cpu = time.monotonic() - started, _cpu() - cpu
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             runtime.close()
             ledger.close()
@@ -229,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "psrs": args.psrs,
         "seeded": facts["made"],
         "elapsed_seconds": round(elapsed, 2),
+        "cpu_seconds": {"bridge": round(cpu, 1), "sandboxes": calls["cpu_seconds"]},
         "api_calls": {
             "total": calls["salesforce"] + calls["servicenow"],
             "salesforce": calls["salesforce"],
@@ -251,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(Salesforce {calls['salesforce']}, ServiceNow {calls['servicenow']}), "
         f"peak RSS {figures['peak_rss_mb']} MB"
     )
+    print("  CPU seconds:", figures["cpu_seconds"], f"(load average {os.getloadavg()[0]:.1f})")
     print("  seconds:", figures["seconds_by_reconciler"])
     print("  RSS MB:", rss_by_task)
     for row in report.counts():

@@ -287,7 +287,9 @@ class Processor:
             done = persist(tx, decision, before, caused_by_event_id=row.id, segments=segments)
             status = _event_status(decision.outcome)
             error = decision.reason if status in ("error", "skipped") else None
-            tx.mark_event(row.id, status, error=error, correlation_id=done.correlation_id)
+            # an event the engine refused still belongs to the conversation it names
+            owner = done.correlation_id or (before.id if before else None)
+            tx.mark_event(row.id, status, error=error, correlation_id=owner)
             if status == "error":
                 log.warning("event %s: %s", row.source_event_id, decision.reason)
         return status, len(done.commands)

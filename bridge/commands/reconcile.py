@@ -57,11 +57,16 @@ def _progress_bars(enabled: bool) -> Iterator[ProgressCallback]:
 def reconcile(
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="Run only this reconciler (repeatable); default: all."),
+        typer.Option(
+            "--only", metavar="NAME", help="Run only this reconciler (repeatable); default: all."
+        ),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(help="Only records changed since: a duration (15m, 1h, 2d) or ISO time."),
+        typer.Option(
+            metavar="DURATION|ISO",
+            help="Only records changed since: a duration (15m, 1h, 2d) or an ISO time.",
+        ),
     ] = None,
     apply: Annotated[
         bool, typer.Option("--apply", help="Repair what is found (default: print the plan).")

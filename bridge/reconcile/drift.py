@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -71,10 +72,13 @@ class Drift(Repairs):
             for row in page
         ]
         tally: Counter[str] = Counter()
-        # presence is checked against full scans: ``since`` picks what is reported
-        psrs, untracked_psrs = self._psrs(ctx, settled)
+        # Presence is checked against full scans (``since`` picks what is reported); the
+        # two systems are scanned at the same time.
+        with ThreadPoolExecutor(1, thread_name_prefix="drift-psrs") as pool:
+            scanning = pool.submit(self._psrs, ctx, settled)
+            interactions, reportable = self._interactions(ctx, since, settled)
+            psrs, untracked_psrs = scanning.result()
         tally["psr_without_correlation"] = untracked_psrs
-        interactions, reportable = self._interactions(ctx, since, settled)
         for corr in opened:
             if corr.state in WAITING_ON_PSR and corr.psr and corr.psr not in psrs:
                 tally["correlation_without_psr"] += 1

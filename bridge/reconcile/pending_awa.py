@@ -1,28 +1,45 @@
 """AWA work items still queued or pending accept for a conversation that ended in
 Salesforce (the customer left, the work was closed): an agent would be offered a dead
-conversation. They are cancelled."""
+conversation.
+
+When the bridge never heard of the end (its correlation is still open), the Salesforce
+work item's status is fed to the inbox as if intake had read it: the engine then does the
+whole clean-up its rules say (cancel the offer, close the interaction, delete the orphaned
+PSR). When the bridge knew (the correlation is over) but the AWA item survived, or the
+Salesforce work item is gone altogether, the item is cancelled directly."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from bridge.ledger.store import NewCommand
-from bridge.model import CancelReason, Operation, WorkItemState
-from bridge.reconcile.base import Context, PlannedFinding, Repairs
+from bridge.ledger.store import NewCommand, NewEvent
+from bridge.model import CancelReason, EventKind, Operation, WorkItemState
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import FINAL_STATES, Facts, correlations_by, scan_sn, sn_queue_refs
+from bridge.salesforce.api import parse_sf_datetime
 
 KIND = "pending_awa"
 WORK_ITEM_FIELDS = ("state", "document_id", "queue", "assigned_to", "external_segment_id")
 # Status values of a Salesforce work item (MessagingSession, Case) once it is over.
 SF_ENDED = frozenset({"Ended", "Closed"})
+GONE = "deleted"
 
 
-def _ended_in_salesforce(ctx: Context, corrs: Sequence[Facts]) -> dict[str, str]:
-    """Facts id → how its Salesforce work item ended ("Ended", "Closed", "deleted"),
-    for those that did: the ledger says so, or the work items, read in IN batches."""
-    ended = {c.id: c.state for c in corrs if c.state in FINAL_STATES}
+@dataclass(frozen=True)
+class _Ended:
+    """How a conversation ended: the ledger's final state, or the Salesforce work item's
+    Status (or ``deleted``), with the work item's fields when it was read."""
+
+    how: str
+    work_item: dict[str, object] | None = None
+
+
+def _ended(ctx: Context, corrs: Sequence[Facts]) -> dict[str, _Ended]:
+    """Correlation id → how it ended, for those that did; work items read in IN batches."""
+    ended = {c.id: _Ended(c.state) for c in corrs if c.state in FINAL_STATES}
     by_type: dict[str, dict[str, str]] = defaultdict(dict)
     for corr in corrs:
         channel = ctx.tables.channel_by_sf(corr.sf_service_channel_id)
@@ -30,13 +47,15 @@ def _ended_in_salesforce(ctx: Context, corrs: Sequence[Facts]) -> dict[str, str]
             by_type[channel.sf_work_item_type][corr.sf_work_item_id] = corr.id
     for sobject, wanted in by_type.items():
         found = {
-            str(r["Id"]): str(r.get("Status"))
-            for r in ctx.salesforce.fetch(sobject, list(wanted), ["Status"])
+            str(r["Id"]): {k: v for k, v in r.items() if k != "attributes"}
+            for r in ctx.salesforce.fetch(sobject, list(wanted), ["Status", "SystemModstamp"])
         }
         for work_item, corr_id in wanted.items():
-            status = found.get(work_item, found.get(work_item[:15], "deleted"))
-            if status in SF_ENDED or status == "deleted":
-                ended[corr_id] = status
+            record = found.get(work_item)
+            if record is None:
+                ended[corr_id] = _Ended(GONE)
+            elif record.get("Status") in SF_ENDED:
+                ended[corr_id] = _Ended(str(record["Status"]), record)
     return ended
 
 
@@ -56,33 +75,67 @@ class PendingAwa(Repairs):
             owners = correlations_by(
                 ctx, "sn_document_sys_id", (r.get("document_id", "") for r in rows)
             )
-            ended = _ended_in_salesforce(ctx, list(owners.values()))
+            ended = _ended(ctx, list(owners.values()))
+            fed: set[str] = set()
             for row in rows:
                 corr = owners.get(row.get("document_id", ""))
-                if corr is None or corr.id not in ended:
+                end = ended.get(corr.id) if corr is not None else None
+                if corr is None or end is None:
                     continue
-                yield self._finding(corr, row, ended[corr.id])
+                if end.work_item is None:
+                    yield _cancel(corr, row, end.how)
+                elif corr.id not in fed:  # one event per conversation, not per item
+                    fed.add(corr.id)
+                    yield _feed(corr, row, end)
 
-    @staticmethod
-    def _finding(corr: Facts, row: dict[str, str], how: str) -> PlannedFinding:
-        sys_id = row["sys_id"]
-        command = NewCommand(
-            idempotency_key=f"reconcile:{KIND}:{sys_id}",
-            correlation_id=corr.id,
-            system=Operation.CANCEL_WORK_ITEM.system.value,
-            operation=Operation.CANCEL_WORK_ITEM.value,
-            payload={"sys_id": sys_id, "cancel_reason": CancelReason.MANUALLY_ASSIGNED.value},
-        )
-        return PlannedFinding(
-            kind=KIND,
-            subject=sys_id,
-            reason=(
-                f"awa_work_item {sys_id} is still {row.get('state')} but the conversation "
-                f"ended in Salesforce ({how})"
-            ),
-            action=command.operation,
-            correlation_id=corr.id,
-            detail={"state": row.get("state"), "assigned_to": row.get("assigned_to")},
-            commands=(command,),
-            expect=(f"awa_work_item_id:{sys_id}:{WorkItemState.CANCELED.value}",),
-        )
+
+def _reason(corr: Facts, row: dict[str, str], how: str) -> str:
+    return (
+        f"awa_work_item {row['sys_id']} is still {row.get('state')} but the conversation "
+        f"ended ({how}; correlation {corr.state})"
+    )
+
+
+def _cancel(corr: Facts, row: dict[str, str], how: str) -> PlannedFinding:
+    sys_id = row["sys_id"]
+    command = NewCommand(
+        idempotency_key=f"reconcile:{KIND}:{sys_id}",
+        correlation_id=corr.id,
+        system=Operation.CANCEL_WORK_ITEM.system.value,
+        operation=Operation.CANCEL_WORK_ITEM.value,
+        payload={"sys_id": sys_id, "cancel_reason": CancelReason.MANUALLY_ASSIGNED.value},
+    )
+    return PlannedFinding(
+        kind=KIND,
+        subject=sys_id,
+        reason=_reason(corr, row, how),
+        action=command.operation,
+        correlation_id=corr.id,
+        detail={"state": row.get("state"), "assigned_to": row.get("assigned_to")},
+        commands=(command,),
+        expect=(f"awa_work_item_id:{sys_id}:{WorkItemState.CANCELED.value}",),
+    )
+
+
+def _feed(corr: Facts, row: dict[str, str], end: _Ended) -> PlannedFinding:
+    """The Salesforce work item's end, as the event intake would have recorded."""
+    assert end.work_item is not None
+    record = end.work_item
+    stamp = str(record.get("SystemModstamp") or "")
+    event = NewEvent(
+        source=SOURCE,
+        source_event_id=f"reconcile:{KIND}:{record['Id']}:{end.how}",
+        kind=EventKind.WORK_ITEM.value,
+        occurred_at=parse_sf_datetime(stamp),
+        payload=record,
+        correlation_id=corr.id,
+    )
+    return PlannedFinding(
+        kind=KIND,
+        subject=str(record["Id"]),
+        reason=_reason(corr, row, end.how) + ", and the bridge never heard of the end",
+        action="feed_event",
+        correlation_id=corr.id,
+        detail={"awa_work_item": row["sys_id"], "state": row.get("state")},
+        events=(event,),
+    )

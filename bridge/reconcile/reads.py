@@ -1,10 +1,11 @@
 """Batched reads the reconcilers share: Salesforce queries page by page (``nextRecordsUrl``,
-2,000 rows), ServiceNow keyset pages of 2,000, the ledger in ``IN`` batches. Never one
-call per record."""
+2,000 rows) or ``Id IN`` batches of 200, ServiceNow keyset pages of 10,000, the ledger in
+``IN`` batches. Never one call per record."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import islice
@@ -20,10 +21,14 @@ from bridge.reconcile.base import Context
 from bridge.salesforce.api import soql_datetime, soql_string
 from bridge.salesforce.ids import to18
 from bridge.salesforce.intake import PSR_FIELDS
+from bridge.servicenow.api import MAX_PAGE
 
 T = TypeVar("T")
 
 PAGE = 2000
+# ServiceNow keyset pages: the largest page the adapter asks for in one request (each
+# request costs the instance a pass over the table, so fewer, larger pages are cheaper).
+SN_PAGE = MAX_PAGE
 # Ledger lookups: ids per IN (well below SQLite's and PostgreSQL's parameter limits).
 LEDGER_BATCH = 500
 SN_TIME = "%Y-%m-%d %H:%M:%S"
@@ -75,8 +80,23 @@ def scan_psrs(
     yield from scan_soql(ctx, soql, task)
 
 
+def read_ahead(pages: Iterator[T]) -> Iterator[T]:
+    """The pages, the next one read on a worker thread while the caller works on this
+    one: a scan then costs the slower of reading and checking, not their sum. Errors of
+    the read come out of the ``next`` that would have returned the page."""
+    with ThreadPoolExecutor(1, thread_name_prefix="reconcile-read") as pool:
+        coming = pool.submit(next, pages, None)
+        while (page := coming.result()) is not None:
+            coming = pool.submit(next, pages, None)
+            yield page
+
+
 def scan_soql(ctx: Context, soql: str, task: str) -> Iterator[list[dict[str, Any]]]:
-    """A query's records in pages (the API's own pages of up to 2,000)."""
+    """A query's records in pages (the API's own pages of up to 2,000), read ahead."""
+    return read_ahead(_soql_pages(ctx, soql, task))
+
+
+def _soql_pages(ctx: Context, soql: str, task: str) -> Iterator[list[dict[str, Any]]]:
     for page in chunks(ctx.salesforce.query(soql), PAGE):
         ctx.progress(task, len(page), None)
         yield [{k: v for k, v in r.items() if k != "attributes"} for r in page]
@@ -91,16 +111,28 @@ def scan_sn(
     since: datetime | None,
     task: str,
 ) -> Iterator[list[dict[str, str]]]:
-    """Rows of a table matching ``condition``, keyset pages of 2,000 on
-    (sys_updated_on, sys_id)."""
+    """Rows of a table matching ``condition``, keyset pages on (sys_updated_on, sys_id),
+    read ahead."""
+    return read_ahead(_sn_pages(ctx, table, fields, condition, since=since, task=task))
+
+
+def _sn_pages(
+    ctx: Context,
+    table: str,
+    fields: Sequence[str],
+    condition: str,
+    *,
+    since: datetime | None,
+    task: str,
+) -> Iterator[list[dict[str, str]]]:
     after = (since.strftime(SN_TIME), "") if since is not None else None
     while True:
-        rows = ctx.servicenow.changed(table, fields, after, PAGE, extra_query=condition)
+        rows = ctx.servicenow.changed(table, fields, after, SN_PAGE, extra_query=condition)
         if not rows:
             return
         ctx.progress(task, len(rows), None)
         yield rows
-        if len(rows) < PAGE:
+        if len(rows) < SN_PAGE:
             return
         after = (rows[-1]["sys_updated_on"], rows[-1]["sys_id"])
 

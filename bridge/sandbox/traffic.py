@@ -81,10 +81,14 @@ class Observed:
 
 @dataclass(frozen=True)
 class Scenario:
+    """``minimum_calls``: the fewest calls the bridge's commands can make for it (one per
+    record it must create or change in either system, no reads; polling not counted)."""
+
     name: str
     start: Callable[[ContactCentre, Scenario], Conversation]
     steps: tuple[Step, ...]
     expected: Observed
+    minimum_calls: int
 
 
 class ContactCentre:
@@ -445,12 +449,12 @@ _LIFECYCLE = (SN_ACCEPT, SF_ACCEPT, ACTIVE)
 _WIP = "work_in_progress"
 
 
-def _sf(name: str, steps: Sequence[Step], expected: Observed) -> Scenario:
-    return Scenario(name, customer_in_salesforce, tuple(steps), expected)
+def _sf(name: str, steps: Sequence[Step], expected: Observed, calls: int) -> Scenario:
+    return Scenario(name, customer_in_salesforce, tuple(steps), expected, calls)
 
 
-def _sn(name: str, steps: Sequence[Step], expected: Observed) -> Scenario:
-    return Scenario(name, customer_in_servicenow, tuple(steps), expected)
+def _sn(name: str, steps: Sequence[Step], expected: Observed, calls: int) -> Scenario:
+    return Scenario(name, customer_in_servicenow, tuple(steps), expected, calls)
 
 
 def _observed(
@@ -470,6 +474,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "accept",
         _LIFECYCLE,
         _observed("active", ("accepted",), ("Opened",), ("accepted",), _WIP),
+        3,  # interaction, offer, AgentWork
     ),
     _sf(
         "omni_decline",
@@ -481,6 +486,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("accepted", "accepted"),
             _WIP,
         ),
+        5,  # + blind transfer in AWA, AgentWork for the new agent
     ),
     _sf(
         "omni_push_timeout",
@@ -492,6 +498,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("accepted", "accepted"),
             _WIP,
         ),
+        5,  # + blind transfer in AWA, AgentWork for the new agent
     ),
     _sf(
         "transfer_to_queue",
@@ -503,6 +510,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("accepted", "accepted"),
             _WIP,
         ),
+        5,  # + transfer in AWA, AgentWork for the new agent
     ),
     _sf(
         "transfer_to_agent",
@@ -514,6 +522,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("accepted", "accepted"),
             _WIP,
         ),
+        4,  # + transfer in AWA (the org makes the second AgentWork)
     ),
     _sf(
         "cancel_before_reassign",
@@ -534,6 +543,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("accepted", "accepted"),
             _WIP,
         ),
+        5,  # + PATCH /agentWork Cancel, AgentWork for the new agent
     ),
     _sf(
         "customer_abandons",
@@ -542,6 +552,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             _final("abandoned"),
         ),
         _observed("abandoned", ("abandoned",), (), ("canceled",), "closed_abandoned"),
+        4,  # interaction, offer, close (cancels the offer), PSR delete
     ),
     _sf(
         "customer_abandons_after_awa_accept",
@@ -551,41 +562,49 @@ SCENARIOS: tuple[Scenario, ...] = (
             _final("abandoned"),
         ),
         _observed("abandoned", ("abandoned",), ("Canceled",), ("canceled",), "closed_abandoned"),
+        5,  # interaction, offer, AgentWork, close, PSR delete
     ),
     _sf(
         "sn_reject",
         (SN_REJECT, *_LIFECYCLE),
         _observed("active", ("declined", "accepted"), ("Opened",), ("accepted",), _WIP),
+        4,  # interaction, offer, second offer, AgentWork
     ),
     _sf(
         "sn_time_out",
         (SN_TIME_OUT, *_LIFECYCLE),
         _observed("active", ("timed_out", "accepted"), ("Opened",), ("accepted",), _WIP),
+        4,  # interaction, offer, second offer, AgentWork
     ),
     _sf(
         "close_in_salesforce",
         (*_LIFECYCLE, SF_CLOSE, _final("closed")),
         _observed("closed", ("closed",), ("Closed",), ("canceled",), "closed_complete"),
+        4,  # interaction, offer, AgentWork, interaction closed
     ),
     _sf(
         "close_in_servicenow",
         (*_LIFECYCLE, SN_CLOSE, _final("closed")),
         _observed("closed", ("closed",), ("Opened",), ("canceled",), "closed_complete"),
+        3,  # interaction, offer, AgentWork (REST AgentWork cannot be closed)
     ),
     _sn(
         "sn_originated",
         (SF_ACCEPT, ACTIVE),
         _observed("active", ("accepted",), ("Opened",), ("accepted",), _WIP),
+        2,  # POST /route, auto-assigned offer
     ),
     _sn(
         "sn_originated_close_in_salesforce",
         (SF_ACCEPT, SF_CLOSE, _final("closed")),
         _observed("closed", ("closed",), ("Closed",), ("canceled",), "closed_complete"),
+        3,  # POST /route, offer, interaction closed
     ),
     _sn(
         "sn_originated_close_in_servicenow",
         (SF_ACCEPT, SN_CLOSE, _final("closed")),
         _observed("closed", ("closed",), ("Closed",), ("canceled",), "closed_complete"),
+        3,  # POST /route, offer, PATCH /agentWork Close
     ),
 )
 SCENARIOS_BY_NAME = {s.name: s for s in SCENARIOS}

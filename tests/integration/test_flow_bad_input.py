@@ -3,11 +3,13 @@ flows on; nothing is dropped silently."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from bridge.ledger import audit
 from bridge.ledger import models as rows
 from bridge.ledger.store import NewEvent
 from bridge.sandbox import seed
@@ -44,7 +46,8 @@ def _work_item(conv: Conversation, **fields: Any) -> dict[str, Any]:
     }
 
 
-# (name, source, kind, record, expected event status, words the reason must contain)
+# (name, source, kind, record, expected event status, words the reason must contain);
+# the first two name the running conversation: `bridge ledger show` lists them under it
 CASES: list[tuple[str, str, str, Any, str, tuple[str, ...]]] = [
     (
         "unknown AgentWork status",
@@ -126,7 +129,10 @@ def test_bad_event_is_recorded_and_traffic_flows_on(
     )
     centre.drive(conv)
     bridge_rig.runtime.settle()
-    assert centre.observe(conv) == ACCEPT.expected
+    observed = centre.observe(conv)
+    assert replace(observed, problems=()) == ACCEPT.expected
+    # the conversation's own problems are the bad event, if it named the conversation
+    assert all("bad:" in problem for problem in observed.problems)
     with bridge_rig.ledger.reading() as session:
         event = session.get(rows.InboxEvent, result.inserted[0])
         assert event is not None
@@ -134,3 +140,7 @@ def test_bad_event_is_recorded_and_traffic_flows_on(
         assert event.error is not None
         for word in words:
             assert word in event.error
+        if kind in ("agent_work", "awa_work_item") and status == "error":
+            assert conv.sf_work_item_id is not None
+            detail = audit.correlation_detail(session, conv.sf_work_item_id)
+            assert event.id in [e.id for e in detail.events]

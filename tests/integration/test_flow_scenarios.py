@@ -20,7 +20,10 @@ def test_scenario(bridge_rig: BridgeRig, scenario: Scenario) -> None:
 def test_restart_mid_conversation_resumes_from_the_ledger_cursor(bridge_rig: BridgeRig) -> None:
     scenario = SCENARIOS_BY_NAME["accept"]
     centre = bridge_rig.centre()
-    conv = centre.drive(centre.begin(scenario), until_step=1)  # accepted in AWA
+    # the AWA agent accepts while the bridge is down: only the stored cursor finds it
+    conv = centre.drive(centre.begin(scenario), until_step=1)
+    streams = [s for intake in bridge_rig.runtime.intakes for s in intake.streams()]
+    assert all(bridge_rig.ledger.get_cursor(s) is not None for s in streams)
     bridge_rig.restart()
     centre.drive(conv)
     bridge_rig.runtime.settle()

@@ -90,8 +90,8 @@ def test_dry_run_prints_the_plan_and_apply_repairs(
     code, out, _ = cli(capsys, "--only", "pending_awa", "--only", "stale_cursor")
     assert code == 1
     assert "repair plan (dry run: nothing changed)" in out
-    assert ids["sn_work_item"] in out
-    assert "cancel_work_item" in out
+    assert ids["work_item_id"] in out
+    assert "feed_event" in out
     assert "findings by kind" in out
     assert sn_sandbox.control.work_item(ids["sn_work_item"])["state"] == "pending_accept"
 

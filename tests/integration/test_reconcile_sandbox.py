@@ -16,7 +16,7 @@ from bridge.engine import interaction_sys_id
 from bridge.ledger import Correlation, Finding, Ledger, ReconcileRun
 from bridge.ledger.models import utcnow
 from bridge.mapping import load_tables
-from bridge.reconcile import Options, RunReport, RuntimePipeline, context_for, run
+from bridge.reconcile import Options, RunReport, RuntimePipeline, context_for, run, scheduled
 from bridge.runtime import Runtime
 from bridge.salesforce.api import SalesforceAdapter
 from bridge.sandbox import seed
@@ -188,7 +188,7 @@ def test_a_young_psr_is_left_to_intake(runtime: Runtime, sf_sandbox: SalesforceS
 # --- pending_awa -------------------------------------------------------------------------
 
 
-def test_a_pending_offer_of_a_conversation_that_ended_in_salesforce_is_cancelled(
+def test_an_end_in_salesforce_the_bridge_never_heard_of_is_fed_and_cleaned_up(
     runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
 ) -> None:
     ids = offered(runtime, sf_sandbox, sn_sandbox)
@@ -198,6 +198,31 @@ def test_a_pending_offer_of_a_conversation_that_ended_in_salesforce_is_cancelled
     report = reconcile(runtime, "pending_awa", apply=True)
 
     assert kinds(report) == [("pending_awa", "applied")]
+    assert report.findings[0]["action"] == "feed_event"
+    item = sn_sandbox.control.work_item(ids["sn_work_item"])
+    assert (item["state"], item["active"]) == ("canceled", "false")
+    corr = correlation(runtime.ledger)
+    assert corr.state == "abandoned"
+    assert sn_sandbox.control.interaction(interaction_sys_id(corr.id))["state"] == (
+        "closed_abandoned"
+    )
+    assert sf_sandbox.control.psrs() == []  # the engine's clean-up deleted the orphan
+    assert_recorded(runtime.ledger, report)
+    assert reconcile(runtime, "pending_awa", apply=False).findings == []
+
+
+def test_an_offer_that_survived_a_conversation_the_bridge_ended_is_cancelled(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    ids = offered(runtime, sf_sandbox, sn_sandbox)
+    set_state(runtime.ledger, "abandoned")  # the bridge knew, its cancel never went out
+
+    assert_dry_run_is_read_only(runtime, sf_sandbox, sn_sandbox, "pending_awa", "pending_awa")
+    report = reconcile(runtime, "pending_awa", apply=True)
+
+    assert [(f["action"], f["status"]) for f in report.findings] == [
+        ("cancel_work_item", "applied")
+    ]
     item = sn_sandbox.control.work_item(ids["sn_work_item"])
     assert (item["state"], item["active"]) == ("canceled", "false")
     assert_recorded(runtime.ledger, report)
@@ -326,3 +351,21 @@ def test_no_drift_on_a_consistent_state(
     report = reconcile(runtime, "drift", apply=False, now=utcnow() + timedelta(seconds=5))
     assert report.findings == []
     assert report.exit_code == 0
+
+
+# --- the daemon's job --------------------------------------------------------------------
+
+
+def test_the_scheduled_job_writes_repairs_for_the_daemon_to_send(
+    runtime: Runtime, sf_sandbox: SalesforceSandbox, sn_sandbox: ServiceNowSandbox
+) -> None:
+    sf_sandbox.control.start_conversation("Support_External")
+    scheduled(runtime, FAST)()
+
+    with runtime.ledger.reading() as session:
+        [run_row] = list(session.scalars(select(ReconcileRun)))
+        adopted = list(session.scalars(select(Finding).where(Finding.kind == "unseen_psr")))
+    assert run_row.mode == "apply"
+    assert [f.status for f in adopted] == ["applied"]
+    assert sn_sandbox.control.pending_offers() == []  # written, not sent: the daemon sends
+    assert [e.source for e in runtime.ledger.pending_events(10)] == ["reconciler"]

@@ -109,7 +109,7 @@ CASES = [
         "sf2sn.psr-deleted-while-offered",
         at(sf2sn, S.OFFERED),
         psr_deleted(),
-        ["cancel_work_item", "close_interaction"],
+        ["close_interaction"],
         "abandoned",
     ),
     Case(
@@ -183,7 +183,7 @@ CASES = [
         "sf2sn.customer-abandoned",
         at(sf2sn, S.OFFERED),
         sf_work_item("Ended"),
-        ["cancel_work_item", "close_interaction", "delete_psr"],
+        ["close_interaction", "delete_psr"],
         "abandoned",
     ),
     Case(
