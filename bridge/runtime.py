@@ -12,7 +12,6 @@ from datetime import datetime
 
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher, DispatchStats, SalesforceExecutor, ServiceNowExecutor
-from bridge.http import make_session
 from bridge.intake import Intake, PollResult
 from bridge.ledger.models import utcnow
 from bridge.ledger.store import Ledger
@@ -20,7 +19,6 @@ from bridge.mapping import Tables, load_tables
 from bridge.model import Direction
 from bridge.pipeline import Processor, ProcessStats
 from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.auth import SalesforceTokens
 from bridge.salesforce.intake import SalesforceIntake
 from bridge.servicenow.api import ServiceNowAdapter
 from bridge.servicenow.intake import ServiceNowIntake
@@ -47,44 +45,6 @@ class StepStats:
             == 0
             and self.dispatched.claimed == 0
         )
-
-
-def salesforce_adapter(settings: Settings) -> SalesforceAdapter:
-    sf = settings.require_salesforce()
-    session = make_session(settings.ca_bundle, timeout=settings.http_timeout, system="salesforce")
-    assert sf.client_id is not None
-    tokens = SalesforceTokens(
-        session,
-        login_url=sf.login_url,
-        client_id=sf.client_id,
-        client_secret=sf.client_secret,
-        username=sf.username,
-        jwt_key_file=sf.jwt_key_file,
-    )
-    return SalesforceAdapter(
-        session,
-        tokens,
-        api_version=sf.api_version,
-        scrt_url=sf.scrt_url,
-        org_id=sf.org_id,
-        authorization_context=sf.authorization_context,
-        authorization_context_type=sf.authorization_context_type,
-        instance_url=sf.instance_url,
-    )
-
-
-def servicenow_adapter(settings: Settings) -> ServiceNowAdapter:
-    sn = settings.require_servicenow()
-    session = make_session(settings.ca_bundle, timeout=settings.http_timeout, system="servicenow")
-    assert sn.instance_url is not None
-    return ServiceNowAdapter(
-        session,
-        sn.instance_url,
-        username=sn.username,
-        password=sn.password,
-        client_id=sn.client_id,
-        client_secret=sn.client_secret,
-    )
 
 
 class Runtime:
@@ -146,8 +106,8 @@ class Runtime:
             settings,
             ledger,
             tables,
-            salesforce=salesforce_adapter(settings),
-            servicenow=servicenow_adapter(settings),
+            salesforce=SalesforceAdapter.from_settings(settings),
+            servicenow=ServiceNowAdapter.from_settings(settings),
             now=now,
         )
 

@@ -16,11 +16,15 @@ app = typer.Typer(help="Mapping tables: crosswalk, policies, rules.", no_args_is
 
 def live_directory() -> LiveDirectory:
     """The two live systems, as the live check sees them (settings name both)."""
-    from bridge.live import AdapterDirectory  # noqa: PLC0415 - only --live needs the clients
-    from bridge.runtime import salesforce_adapter, servicenow_adapter  # noqa: PLC0415
+    # only --live needs the clients
+    from bridge.reconcile.mapping_check import AdapterDirectory  # noqa: PLC0415
+    from bridge.salesforce.api import SalesforceAdapter  # noqa: PLC0415
+    from bridge.servicenow.api import ServiceNowAdapter  # noqa: PLC0415
 
     settings = load_settings()
-    return AdapterDirectory(salesforce_adapter(settings), servicenow_adapter(settings))
+    return AdapterDirectory(
+        SalesforceAdapter.from_settings(settings), ServiceNowAdapter.from_settings(settings)
+    )
 
 
 @app.command("check")
