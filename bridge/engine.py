@@ -58,7 +58,8 @@ to18 = functools.lru_cache(maxsize=1 << 16)(_to18)
 _NS = uuid.UUID("2f6d7c1e-8a4b-5e3f-9c0d-4b1a2e3f5d60")
 
 # Status of a Salesforce work item that means the conversation is over.
-_SF_WORK_ITEM_ENDED = frozenset({"Ended", "Closed"})
+# Salesforce work item statuses that end the conversation (MessagingSession, Case).
+SF_WORK_ITEM_ENDED = frozenset({"Ended", "Closed"})
 
 
 def derived_id(*parts: str) -> str:
@@ -141,7 +142,7 @@ def classify(event: Event, correlation: Correlation | None = None) -> Trigger:
         return _AGENT_WORK_TRIGGERS[status]
     if kind is EventKind.WORK_ITEM:
         _sf_id(event, "Id")
-        ended = require_str(event, "Status") in _SF_WORK_ITEM_ENDED
+        ended = require_str(event, "Status") in SF_WORK_ITEM_ENDED
         return Trigger.SF_WORK_ITEM_ENDED if ended else Trigger.SF_WORK_ITEM_OPEN
     if kind is EventKind.AWA_WORK_ITEM:
         trigger = _awa_trigger(event)
@@ -870,14 +871,26 @@ def _cancel_route_action(work: _Work, event: Event, action: Action) -> None:
     _cancel_route(work, action.option("cancelReason", RouteCancelReason.CANCEL.value))
 
 
+def deletes_psr_by_route(
+    direction: Direction | str, conversation_id: str | None, orphan_policy: str
+) -> bool:
+    """An orphaned PSR goes with ``DELETE /route`` when its conversation has an Interaction
+    Service identifier and was routed through that API (or the policy says so); else with
+    the REST delete."""
+    return bool(conversation_id) and (
+        Direction(direction) is Direction.SN_TO_SF or orphan_policy == "route_api"
+    )
+
+
 def _delete_psr(work: _Work, event: Event, action: Action) -> None:
     """Delete the orphaned PSR: DELETE /route for conversations routed through the
     Interaction Service API (or when the policy says so), else the REST delete."""
     del event, action
-    by_route = work.corr.direction is Direction.SN_TO_SF or (
-        work.tables.policies.orphan_psr_deletion == "route_api" and work.get("sf_conversation_id")
-    )
-    if by_route:
+    if deletes_psr_by_route(
+        work.corr.direction,
+        work.get("sf_conversation_id"),
+        work.tables.policies.orphan_psr_deletion,
+    ):
         _cancel_route(work, RouteCancelReason.CANCEL.value)
         return
     psr = work.get("sf_psr_id")

@@ -73,11 +73,23 @@ ROUTE_ANSWER_WAIT_SECONDS = 30.0
 # -- ledger rows ↔ engine model -------------------------------------------------------------
 
 
+# Which system a record of each kind comes from (reconcilers feed records of both).
+_SYSTEM_OF = {
+    EventKind.PSR: System.SALESFORCE,
+    EventKind.PSR_DELETED: System.SALESFORCE,
+    EventKind.AGENT_WORK: System.SALESFORCE,
+    EventKind.WORK_ITEM: System.SALESFORCE,
+    EventKind.AWA_WORK_ITEM: System.SERVICENOW,
+    EventKind.INTERACTION: System.SERVICENOW,
+}
+
+
 def to_event(row: rows.InboxEvent) -> Event:
     """An inbox row as the engine's Event (ValueError on a source or kind it cannot be)."""
+    kind = EventKind(row.kind)
     return Event(
-        source=System(row.source) if row.source != "reconciler" else System.SALESFORCE,
-        kind=EventKind(row.kind),
+        source=System(row.source) if row.source != "reconciler" else _SYSTEM_OF[kind],
+        kind=kind,
         source_event_id=row.source_event_id,
         occurred_at=row.occurred_at,
         record=row.payload,

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from bridge.engine import deletes_psr_by_route
 from bridge.ledger.store import NewCommand
-from bridge.model import CorrelationState, Direction, Operation, RouteCancelReason
+from bridge.model import CorrelationState, Operation, RouteCancelReason
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import FINAL_STATES, Facts, psr_owners, queue_ids, scan_psrs, sf18
 
@@ -19,12 +20,10 @@ KIND = "orphaned_psr"
 def deletion(ctx: Context, corr: Facts, psr_id: str) -> NewCommand:
     """How this PSR is deleted: ``DELETE /route`` for conversations routed through the
     Interaction Service API (or when the policy says so), else the REST delete."""
-    by_route = corr.sf_conversation_id and (
-        corr.direction == Direction.SN_TO_SF
-        or ctx.tables.policies.orphan_psr_deletion == "route_api"
-    )
     params: dict[str, Any]
-    if by_route:
+    if deletes_psr_by_route(
+        corr.direction, corr.sf_conversation_id, ctx.tables.policies.orphan_psr_deletion
+    ):
         operation = Operation.CANCEL_ROUTE
         params = {
             "conversationIdentifier": corr.sf_conversation_id,

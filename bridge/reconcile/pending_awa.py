@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from bridge.engine import SF_WORK_ITEM_ENDED
 from bridge.ledger.store import NewCommand, NewEvent
 from bridge.model import CancelReason, EventKind, Operation, WorkItemState
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
@@ -24,7 +25,6 @@ from bridge.salesforce.api import parse_sf_datetime
 KIND = "pending_awa"
 WORK_ITEM_FIELDS = ("state", "document_id", "queue", "assigned_to", "external_segment_id")
 # Status values of a Salesforce work item (MessagingSession, Case) once it is over.
-SF_ENDED = frozenset({"Ended", "Closed"})
 GONE = "deleted"
 
 
@@ -54,7 +54,7 @@ def _ended(ctx: Context, corrs: Sequence[Facts]) -> dict[str, _Ended]:
             record = found.get(work_item)
             if record is None:
                 ended[corr_id] = _Ended(GONE)
-            elif record.get("Status") in SF_ENDED:
+            elif record.get("Status") in SF_WORK_ITEM_ENDED:
                 ended[corr_id] = _Ended(str(record["Status"]), record)
     return ended
 

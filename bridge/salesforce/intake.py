@@ -107,9 +107,20 @@ class SalesforceIntake:
         return None if cursor is None else datetime.fromisoformat(cursor) - self._overlap
 
     def _record(
-        self, stream: str, kind: str, rows: Iterable[dict[str, Any]], now: datetime, key: str
+        self,
+        stream: str,
+        kind: str,
+        rows: Iterable[dict[str, Any]],
+        now: datetime,
+        key: str,
+        *,
+        first_start: bool = False,
     ) -> PollResult:
-        """Record rows as events, cursor = newest SystemModstamp seen (in one transaction)."""
+        """Record rows as events, cursor = newest SystemModstamp seen (in one transaction).
+
+        ``first_start``: the stream has no cursor yet; one is set even when nothing was
+        read (``now``), so that a change made before the next poll is read by time and not
+        lost to the first start's narrower query."""
         events: list[NewEvent] = []
         newest: datetime | None = None
         for row in rows:
@@ -126,6 +137,8 @@ class SalesforceIntake:
                 )
             )
         cursor = newest.isoformat() if newest is not None else None
+        if cursor is None and first_start:
+            cursor = now.isoformat()
         result = self._ledger.record_events(stream, events, cursor)
         lag = (now - newest).total_seconds() if newest is not None else None
         poll = PollResult(stream, len(result.inserted), len(result.duplicates), lag)
@@ -160,12 +173,14 @@ class SalesforceIntake:
             where = f"SystemModstamp >= {soql_datetime(since)}"
         soql = f"SELECT {columns} FROM AgentWork WHERE {where} ORDER BY SystemModstamp ASC, Id ASC"
         # One event per (AgentWork, Status): a status change is what the engine acts on.
-        return self._record(stream, "agent_work", self._api.query(soql), now, "Status")
+        rows = self._api.query(soql)
+        return self._record(stream, "agent_work", rows, now, "Status", first_start=since is None)
 
     def _poll_work_items(self, sobject: str, now: datetime) -> PollResult:
         """Work items that ended since the cursor (first start: from now on)."""
         stream = WORK_ITEM_STREAM.format(sobject=sobject)
         since = self._since(stream)
+        first_start = since is None
         if since is None:
             since = now - self._overlap
         statuses = ", ".join(soql_string(s) for s in ENDED_WORK_ITEM_STATUSES[sobject])
@@ -174,7 +189,8 @@ class SalesforceIntake:
             f"WHERE Status IN ({statuses}) AND SystemModstamp >= {soql_datetime(since)} "
             "ORDER BY SystemModstamp ASC, Id ASC"
         )
-        return self._record(stream, "work_item", self._api.query(soql), now, "Status")
+        rows = self._api.query(soql)
+        return self._record(stream, "work_item", rows, now, "Status", first_start=first_start)
 
     def _poll_deleted_psr(self, now: datetime) -> PollResult:
         stream = PSR_DELETED_STREAM

@@ -35,9 +35,7 @@ def sandbox_values(sf: SalesforceSandbox, sn: ServiceNowSandbox) -> dict[str, An
     }
 
 
-def sandbox_settings(
-    sf: SalesforceSandbox, sn: ServiceNowSandbox, **overrides: Any
-) -> Settings:
+def sandbox_settings(sf: SalesforceSandbox, sn: ServiceNowSandbox, **overrides: Any) -> Settings:
     """Settings for a bridge on these sandboxes; ``overrides`` win (e.g. ``ledger_url``)."""
     values = sandbox_values(sf, sn)
     for key, value in overrides.items():

@@ -130,6 +130,10 @@ class ServiceNowIntake:
             duplicates += len(result.duplicates)
             if len(rows) < self._page:
                 break
+        if cursor is None and newest is None:
+            # First start and nothing live: from now on, by time (a change made before the
+            # next poll must not depend on the first start's active-only query).
+            self._ledger.set_cursor(stream, f"{now.strftime(SN_TIME)}|")
         lag = (now - newest).total_seconds() if newest is not None else None
         poll = PollResult(stream, recorded, duplicates, lag)
         poll.observe(SOURCE, kind)
