@@ -228,6 +228,39 @@ def stats(as_json: JsonFlag = False) -> None:
         )
 
 
+EVENT_COLUMNS = columns(
+    "id", "received_at", "source", "kind", "status", "correlation_id", "source_event_id", "error"
+)
+
+
+@app.command("events")
+def events(
+    *,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="pending, processed, echo, skipped or error (repeatable)."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="salesforce, servicenow or reconciler.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="psr, agent_work, awa_work_item, ...")] = None,
+    since: Since = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Inbox events with what became of each; `--status error --status skipped` lists the
+    input the bridge refused, with the reason."""
+    when = parse_when(since, datetime.now(UTC)) if since else None
+    with open_ledger().reading() as session:
+        rows = [
+            record(e)
+            for e in audit.inbox_events(
+                session, statuses=status or (), source=source, kind=kind, since=when, limit=limit
+            )
+        ]
+    emit(rows, EVENT_COLUMNS, as_json=as_json, title="inbox events")
+
+
 @app.command("reconciliations")
 def reconciliations(
     run: Annotated[str | None, typer.Option(help="Show the findings of this run.")] = None,

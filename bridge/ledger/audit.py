@@ -283,3 +283,26 @@ def run_findings(session: Session, run_id: str) -> tuple[ReconcileRun, Sequence[
         select(Finding).where(col(Finding.run_id) == run_id).order_by(col(Finding.created_at))
     )
     return run, list(findings)
+
+
+def inbox_events(
+    session: Session,
+    *,
+    statuses: Sequence[str] = (),
+    source: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[InboxEvent]:
+    """Inbox events, newest first: what intake received and what became of each (the
+    place where bad input, refused with its reason, stays visible)."""
+    stmt = select(InboxEvent)
+    if statuses:
+        stmt = stmt.where(col(InboxEvent.status).in_(statuses))
+    if source:
+        stmt = stmt.where(col(InboxEvent.source) == source)
+    if kind:
+        stmt = stmt.where(col(InboxEvent.kind) == kind)
+    if since is not None:
+        stmt = stmt.where(col(InboxEvent.received_at) >= since)
+    return list(session.scalars(stmt.order_by(col(InboxEvent.id).desc()).limit(limit)))

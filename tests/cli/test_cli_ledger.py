@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from bridge.cli import app, main
 from bridge.ledger import Ledger
+from bridge.ledger.store import NewEvent
 from tests.fixtures.ledger import seed_ledger
 
 runner = CliRunner()
@@ -192,3 +194,35 @@ def test_corrupt_ledger_message(isolated: Path, capsys: pytest.CaptureFixture[st
     assert "not a SQLite database" in err
     assert main(["--debug", "ledger", "stats"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_events_lists_refused_input_with_its_reason(isolated: Path) -> None:
+    ledger = Ledger(f"sqlite:///{isolated / 'data' / 'ledger.db'}")
+    ledger.upgrade()
+    now = datetime.now(UTC)
+    recorded = ledger.record_events(
+        "salesforce:AgentWork",
+        [
+            NewEvent("salesforce", "agent_work:0Bz1:Weird", "agent_work", now, {"Status": "Weird"}),
+            NewEvent("salesforce", "agent_work:0Bz2:Opened", "agent_work", now, {}),
+            NewEvent("servicenow", "awa_work_item:abc:1", "awa_work_item", now, {}),
+        ],
+        None,
+    )
+    bad, skipped, fine = recorded.inserted
+    with ledger.transaction() as tx:
+        tx.mark_event(
+            bad, "error", error="unknown AgentWork Status 'Weird' (event agent_work:0Bz1)"
+        )
+        tx.mark_event(skipped, "skipped", error="belongs to no conversation the bridge routes")
+        tx.mark_event(fine, "processed")
+    ledger.close()
+
+    refused = run_json("ledger", "events", "--status", "error", "--status", "skipped")
+    assert [e["id"] for e in refused] == [skipped, bad]  # newest first
+    assert refused[1]["error"].startswith("unknown AgentWork Status 'Weird'")
+    only_sn = run_json("ledger", "events", "--source", "servicenow")
+    assert [e["status"] for e in only_sn] == ["processed"]
+    table = runner.invoke(app, ["ledger", "events", "--status", "error"])
+    assert table.exit_code == 0
+    assert "Weird" in table.stdout
