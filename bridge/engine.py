@@ -805,15 +805,20 @@ def _create_agent_work(work: _Work, event: Event, action: Action) -> None:
 def _assign_agent_work(work: _Work, event: Event, action: Action) -> None:
     del action
     _, sf_user, work_item = _prepare_assignment(work, event)
-    params = {
+    params: dict[str, Any] = {
         "userId": sf_user,
         "workItemId": to15(work_item),
         "capacityWeight": work.tables.policies.capacity_weight,
-        "routingContext": {
-            "routingType": RoutingType.INITIAL.value,
-            "psrId": work.get("sf_psr_id"),
-        },
     }
+    conversation = work.get("sf_conversation_id")
+    routing_correlation = work.data.get("routing_correlation_id")
+    if conversation and routing_correlation:
+        # RoutingContext's documented fields; the correlation id comes with POST /route's answer
+        params["routingContext"] = {
+            "conversationIdentifier": conversation,
+            "routingType": RoutingType.INITIAL.value,
+            "routingCorrelationId": routing_correlation,
+        }
     work.emit(Operation.ASSIGN_AGENT_WORK, params, f"{sf_user}:{work_item}")
 
 
@@ -1017,7 +1022,9 @@ def _learn_offer(work: _State, command: Command, body: Mapping[str, Any]) -> Non
 
 
 def _learn_agent_work(work: _State, command: Command, body: Mapping[str, Any]) -> None:
-    raw = _answer_field(body, "id", "workId", "agentWorkId")
+    # POST /agentWork answers agentWorkId (its "id" is the response's own UUID); the REST
+    # create answers id.
+    raw = _answer_field(body, "agentWorkId", "workId", "id")
     if raw is None:
         raise ValueError("no AgentWork id")
     agent_work_id = to18(raw)
@@ -1036,6 +1043,9 @@ def _learn_route(work: _State, command: Command, body: Mapping[str, Any]) -> Non
     del command
     psr = _answer_field(body, "psrId")
     work_item = _answer_field(body, "workItemId")
+    routing_correlation = _answer_field(body, "routingCorrelationId")
+    if routing_correlation:
+        work.data["routing_correlation_id"] = routing_correlation
     if psr:
         work.set(sf_psr_id=to18(psr))
     if work_item:
