@@ -648,6 +648,24 @@ def _command(operation: Operation, seq: int | None = 1, **params: Any) -> Comman
             lambda c: (c.sf_psr_id, c.sf_work_item_id) == (PSR_SN, WI_SN),
         ),
         (
+            "route answer's routing correlation id is kept for POST /agentWork",
+            sn2sf(S.ROUTING),
+            _command(Operation.ROUTE, None),
+            {"psrId": PSR_SN, "routingCorrelationId": "rc-1", "success": True},
+            lambda c: c.data["routing_correlation_id"] == "rc-1",
+        ),
+        (
+            "POST /agentWork answer: agentWorkId, not the response's own id",
+            sn2sf(S.ROUTING),
+            _command(Operation.ASSIGN_AGENT_WORK, None, userId=ALICE.sf_user_id),
+            {
+                "id": "7f0c1a7e-3c1b-4e58-9d0a-2b1f0e9a5c11",
+                "agentWorkId": AW_SN,
+                "success": True,
+            },
+            lambda c: c.sf_agent_work_id == AW_SN,
+        ),
+        (
             "nothing to learn",
             sf2sn(S.ACTIVE),
             _command(Operation.CLOSE_INTERACTION),
