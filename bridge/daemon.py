@@ -106,7 +106,7 @@ class Daemon:
     def _poll(self, intake: Intake) -> None:
         state = self._polls[intake.name]
         try:
-            results = intake.poll(utcnow())
+            results = intake.poll(utcnow(), on_recorded=lambda _: self._events.set())
         except BridgeError as exc:
             state.ok, state.error = False, str(exc)
             log.warning("intake %s: %s", intake.name, exc)

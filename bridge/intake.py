@@ -5,6 +5,7 @@ inbox's unique key and is dropped, so delivery can be at-least-once."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -27,6 +28,12 @@ class PollResult:
     duplicates: int
     lag_seconds: float | None
 
+    def handed(self, on_recorded: Callable[[PollResult], None] | None) -> PollResult:
+        """Pass this result on when it brought new events; returns it."""
+        if on_recorded is not None and self.recorded:
+            on_recorded(self)
+        return self
+
     def observe(self, source: str, kind: str) -> None:
         """Count what this poll did in the metrics."""
         EVENTS_IN.labels(source, kind, "recorded").inc(self.recorded)
@@ -44,7 +51,12 @@ class Intake(Protocol):
         """The cursor names this intake keeps in the ledger."""
         ...
 
-    def poll(self, now: datetime) -> list[PollResult]: ...
+    def poll(
+        self, now: datetime, on_recorded: Callable[[PollResult], None] | None = None
+    ) -> list[PollResult]:
+        """Read every stream; ``on_recorded`` is called as soon as a stream has recorded
+        new events, so that they are processed before the next stream is read."""
+        ...
 
     def reset(self) -> None:
         """Forget the cursors: the next poll re-reads as on first start."""

@@ -123,15 +123,18 @@ class Runtime:
         return [result for intake in self.intakes for result in intake.poll(now)]
 
     def step(self, now: datetime | None = None) -> StepStats:
-        """One round: each intake's changes are processed and dispatched as soon as that
-        intake has read them (as the daemon does), not after the other system's poll."""
+        """One round: each stream's changes are processed and dispatched as soon as the
+        stream is read (as the daemon does), not after the other streams."""
         now = now or self.now()
         stats = StepStats()
-        for intake in self.intakes:
-            polled = intake.poll(now)
-            stats.polled.extend(polled)
+
+        def drain(_: PollResult | None = None) -> None:
             stats.processed.add(self.processor.process_pending())
             stats.dispatched.add(self.dispatcher.run_once())
+
+        for intake in self.intakes:
+            stats.polled.extend(intake.poll(now, on_recorded=drain))
+        drain()  # what earlier rounds left due: deferred events, retries, waiting commands
         return stats
 
     def settle(self, *, rounds: int = 50) -> list[StepStats]:

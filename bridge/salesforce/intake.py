@@ -8,8 +8,9 @@ and Omni-Channel routing create AgentWork whose queue is not the mapped one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from bridge.intake import DEFAULT_OVERLAP_SECONDS, PollResult
@@ -93,14 +94,17 @@ class SalesforceIntake:
         for stream in self.streams():
             self._ledger.delete_cursor(stream)
 
-    def poll(self, now: datetime) -> list[PollResult]:
+    def poll(
+        self, now: datetime, on_recorded: Callable[[PollResult], None] | None = None
+    ) -> list[PollResult]:
         # AgentWork before PSR deletions: an acceptance reads as Opened, then PSR deleted
-        return [
-            self._poll_psr(now),
-            self._poll_agent_work(now),
-            self._poll_deleted_psr(now),
-            *(self._poll_work_items(sobject, now) for sobject in self._work_item_types),
+        reads: list[Callable[[], PollResult]] = [
+            lambda: self._poll_psr(now),
+            lambda: self._poll_agent_work(now),
+            lambda: self._poll_deleted_psr(now),
+            *(partial(self._poll_work_items, sobject, now) for sobject in self._work_item_types),
         ]
+        return [read().handed(on_recorded) for read in reads]
 
     def _since(self, stream: str) -> datetime | None:
         cursor = self._ledger.get_cursor(stream)

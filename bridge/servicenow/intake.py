@@ -13,7 +13,7 @@ the document).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bridge.intake import DEFAULT_OVERLAP_SECONDS, PAGE, PollResult
@@ -85,16 +85,18 @@ class ServiceNowIntake:
         for stream in self.streams():
             self._ledger.delete_cursor(stream)
 
-    def poll(self, now: datetime) -> list[PollResult]:
+    def poll(
+        self, now: datetime, on_recorded: Callable[[PollResult], None] | None = None
+    ) -> list[PollResult]:
         if not self._queues:
             return []
         in_queues = f"queueIN{','.join(self._queues)}"
-        return [
-            self._poll("awa_work_item", WORK_ITEM_FIELDS, in_queues, now),
-            self._poll(
-                "interaction", INTERACTION_FIELDS, f"{in_queues}^ORcorrelation_idISNOTEMPTY", now
-            ),
-        ]
+        work_items = self._poll("awa_work_item", WORK_ITEM_FIELDS, in_queues, now)
+        work_items.handed(on_recorded)
+        interactions = self._poll(
+            "interaction", INTERACTION_FIELDS, f"{in_queues}^ORcorrelation_idISNOTEMPTY", now
+        )
+        return [work_items, interactions.handed(on_recorded)]
 
     def _poll(self, table: str, fields: Sequence[str], condition: str, now: datetime) -> PollResult:
         kind = table
