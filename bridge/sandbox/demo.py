@@ -245,9 +245,19 @@ def run_demo(
     """Everything ``bridge sandbox`` does, returning the report it prints."""
     directory = Path(directory or tempfile.mkdtemp(prefix="bridge-sandbox-"))
     directory.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
     with (directory / "bridge.log").open("a") as log_file:
         configure_logging("INFO", "json", stream=log_file)
-        return _run(conversations, seed, directory, progress)
+        try:
+            return _run(conversations, seed, directory, progress)
+        finally:
+            # the log file closes here: give the process its own handlers back
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            for handler in saved[0]:
+                root.addHandler(handler)
+            root.setLevel(saved[1])
 
 
 def _run(
