@@ -1,0 +1,63 @@
+"""A bridge on both sandboxes for the benchmarks that count what the bridge does (not how
+fast): the emulators in this process, a SQLite ledger in a temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.ledger.store import Ledger
+from bridge.runtime import Runtime, StepStats
+from bridge.sandbox.connect import sandbox_settings
+from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge.sandbox.serving import Clock, SandboxCA
+from bridge.sandbox.traffic import SCENARIOS_BY_NAME, ContactCentre, Conversation
+
+LIFECYCLE = "close_in_salesforce"
+
+
+@dataclass
+class Rig:
+    runtime: Runtime
+    ledger: Ledger
+    centre: ContactCentre
+    conversation: Conversation | None = None
+
+    @property
+    def ledger_engine(self) -> Any:
+        return self.ledger.engine
+
+    def step(self) -> StepStats:
+        return self.runtime.step()
+
+    def settle(self) -> None:
+        self.runtime.settle()
+
+    def start_sf_conversation(self) -> None:
+        self.conversation = self.centre.begin(SCENARIOS_BY_NAME[LIFECYCLE])
+
+    def offered(self) -> bool:
+        assert self.conversation is not None
+        return self.centre.offer(self.conversation) is not None
+
+
+@contextmanager
+def sandboxes(tmp: Path) -> Iterator[Rig]:
+    clock = Clock()
+    ca = SandboxCA()
+    sf = SalesforceSandbox(ca=ca, clock=clock, state_dir=tmp / "sf")
+    sn = ServiceNowSandbox(ca=ca, clock=clock)
+    with sf, sn:
+        settings = sandbox_settings(sf, sn, ledger_url=f"sqlite:///{tmp / 'ledger.db'}")
+        ledger = Ledger(settings.effective_ledger_url, now=clock.now)
+        ledger.upgrade()
+        runtime = Runtime.build(settings, ledger=ledger, now=clock.now)
+        try:
+            yield Rig(runtime, ledger, ContactCentre(sf, sn, ledger, runtime.step))
+        finally:
+            runtime.close()
+            ledger.close()
