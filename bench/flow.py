@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.app.runtime import Runtime
 from bridge.ledger.store import Ledger, NewEvent, RecordResult
-from bridge.runtime import Runtime
 from bridge.sandbox import seed
 from bridge.sandbox.connect import sandbox_settings, write_env
 from bridge.sandbox.salesforce.app import SalesforceSandbox

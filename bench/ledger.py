@@ -31,9 +31,9 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.cli import app
+from bridge.app.cli import app
 from bridge.ledger import Ledger, NewCommand, NewEvent, audit
-from bridge.ledger.models import Correlation, Segment
+from bridge.ledger.rows import Correlation, Segment
 from bridge.ledger.store import table
 
 NOW = datetime.now(UTC)

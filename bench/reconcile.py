@@ -31,22 +31,22 @@ import psutil
 from pydantic import SecretStr
 from sqlalchemy import insert
 
-from bridge.config import Settings
+from bridge.adapters.http import make_session
+from bridge.adapters.salesforce.auth import SalesforceTokens
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.servicenow.client import ServiceNowAdapter
+from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
+from bridge.domain.mapping import load_tables
 from bridge.engine import derived_id, interaction_sys_id
-from bridge.http import make_session
 from bridge.ledger import Correlation, Ledger
-from bridge.ledger.models import utcnow
+from bridge.ledger.rows import utcnow
 from bridge.ledger.store import table
-from bridge.mapping import load_tables
 from bridge.reconcile import Options, context_for, run
-from bridge.runtime import Runtime
-from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.auth import SalesforceTokens
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.sandbox.serving import SandboxCA
-from bridge.servicenow.api import ServiceNowAdapter
 
 RESULTS = Path(__file__).parent / "results" / "reconcile.json"
 UNSEEN_EVERY = 100

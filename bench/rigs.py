@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.app.runtime import Runtime, StepStats
 from bridge.ledger.store import Ledger
-from bridge.runtime import Runtime, StepStats
 from bridge.sandbox.connect import sandbox_settings
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox

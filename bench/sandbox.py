@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import event
 
 from bench.rigs import sandboxes
-from bridge.ledger.engine import READ_ONLY
+from bridge.ledger.database import READ_ONLY
 
 RESULTS = Path(__file__).parent / "results" / "transactions.json"
 

@@ -8,8 +8,8 @@ too, with the URL from ``sqlalchemy.url`` or the bridge settings.
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from bridge.config import load_settings
-from bridge.ledger.models import metadata
+from bridge.app.settings import load_settings
+from bridge.ledger.rows import metadata
 
 
 def _run(connection: Connection) -> None:

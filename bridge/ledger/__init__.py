@@ -1,6 +1,6 @@
 """The ledger: inbox, correlations and segments, outbox, cursors, reconciliation runs."""
 
-from bridge.ledger.models import (
+from bridge.ledger.rows import (
     Correlation,
     Cursor,
     Finding,

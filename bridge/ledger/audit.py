@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
 
 from bridge.errors import NotFound
-from bridge.ledger.models import (
+from bridge.ledger.rows import (
     Correlation,
     Cursor,
     Finding,

@@ -14,7 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine
 
 from bridge.errors import LedgerError
-from bridge.ledger.engine import describe, guard
+from bridge.ledger.database import describe, guard
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 

@@ -22,8 +22,8 @@ from sqlmodel import SQLModel, col
 
 from bridge.errors import LedgerError, NotFound, VersionConflict
 from bridge.ledger import migrate
-from bridge.ledger.engine import READ_ONLY, describe, guard, make_engine
-from bridge.ledger.models import (
+from bridge.ledger.database import READ_ONLY, describe, guard, make_engine
+from bridge.ledger.rows import (
     DIRECTIONS,
     EVENT_STATUSES,
     SEGMENT_KINDS,
@@ -40,7 +40,7 @@ from bridge.ledger.models import (
 )
 
 if TYPE_CHECKING:
-    from bridge.config import Settings
+    from bridge.app.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bridge.ledger.models import utcnow
+from bridge.app.runtime import Runtime
+from bridge.ledger.rows import utcnow
 from bridge.reconcile.base import (
     Context,
     Options,
@@ -21,7 +22,6 @@ from bridge.reconcile.base import (
     run,
     select_reconcilers,
 )
-from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

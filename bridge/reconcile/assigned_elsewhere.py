@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from bridge.adapters.salesforce.client import parse_sf_datetime, soql_datetime
+from bridge.domain import AgentWorkPatchStatus, AgentWorkStatus, CorrelationState, Operation
+from bridge.domain.sf_ids import to15
 from bridge.ledger.store import NewCommand
-from bridge.model import AgentWorkPatchStatus, AgentWorkStatus, CorrelationState, Operation
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import (
     FINAL_STATES,
@@ -20,8 +22,6 @@ from bridge.reconcile.reads import (
     scan_soql,
     sf18,
 )
-from bridge.salesforce.api import parse_sf_datetime, soql_datetime
-from bridge.salesforce.ids import to15
 
 KIND = "assigned_elsewhere"
 FIELDS = ("UserId", "WorkItemId", "PendingServiceRoutingId", "CreatedDate")

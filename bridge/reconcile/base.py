@@ -21,14 +21,14 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlmodel import col
 
-from bridge.dispatch import DEFAULT_MAX_ATTEMPTS
+from bridge.adapters.salesforce.client import SalesforceApi
+from bridge.adapters.servicenow.client import ServiceNowApi
+from bridge.domain.mapping import Tables
 from bridge.errors import ConfigError
-from bridge.ledger.models import Finding, InboxEvent, OutboxCommand
+from bridge.flow.dispatch import DEFAULT_MAX_ATTEMPTS
+from bridge.ledger.rows import Finding, InboxEvent, OutboxCommand
 from bridge.ledger.store import Ledger, LedgerTx, NewCommand, NewEvent
-from bridge.mapping import Tables
 from bridge.metrics import RECONCILE_FINDINGS
-from bridge.salesforce.api import SalesforceApi
-from bridge.servicenow.api import ServiceNowApi
 
 log = logging.getLogger(__name__)
 

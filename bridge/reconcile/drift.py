@@ -14,8 +14,10 @@ from typing import ClassVar
 
 from sqlmodel import col
 
-from bridge.ledger.models import Correlation
-from bridge.model import CorrelationState
+from bridge.adapters.salesforce.client import parse_sf_datetime
+from bridge.adapters.servicenow.intake import parse_sn_datetime
+from bridge.domain import CorrelationState
+from bridge.ledger.rows import Correlation
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import (
     OPEN_STATES,
@@ -28,8 +30,6 @@ from bridge.reconcile.reads import (
     sf18,
     sn_queue_refs,
 )
-from bridge.salesforce.api import parse_sf_datetime
-from bridge.servicenow.intake import parse_sn_datetime
 
 KIND = "drift"
 # While a conversation is in one of these states its PSR exists in Salesforce.

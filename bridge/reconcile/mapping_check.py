@@ -8,17 +8,17 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 
-from bridge.mapping import AWA_AGENT_ROLES, check_live
+from bridge.adapters.salesforce.client import SalesforceApi
+from bridge.adapters.servicenow.client import ServiceNowApi
+from bridge.domain.mapping import AWA_AGENT_ROLES, check_live
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import sf18
-from bridge.salesforce.api import SalesforceApi
-from bridge.servicenow.api import ServiceNowApi
 
 KIND = "mapping_mismatch"
 
 
 class AdapterDirectory:
-    """``bridge.mapping.LiveDirectory`` read through the two adapters (a few calls each)."""
+    """``bridge.domain.mapping.LiveDirectory`` read through the two adapters (a few calls each)."""
 
     def __init__(self, salesforce: SalesforceApi, servicenow: ServiceNowApi) -> None:
         self._sf = salesforce

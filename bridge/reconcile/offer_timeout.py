@@ -13,12 +13,12 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
-from bridge.ledger.models import Correlation, InboxEvent, OutboxCommand, Segment
+from bridge.adapters.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
+from bridge.domain import CorrelationState, EventKind, Operation, WorkItemState
+from bridge.ledger.rows import Correlation, InboxEvent, OutboxCommand, Segment
 from bridge.ledger.store import NewEvent
-from bridge.model import CorrelationState, EventKind, Operation, WorkItemState
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import LEDGER_BATCH, PAGE, chunks
-from bridge.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
 
 KIND = "offer_timeout"
 INTAKE_SOURCE = "servicenow"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from bridge.domain import CorrelationState, Operation, RouteCancelReason
 from bridge.engine import deletes_psr_by_route
 from bridge.ledger.store import NewCommand
-from bridge.model import CorrelationState, Operation, RouteCancelReason
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import FINAL_STATES, Facts, psr_owners, queue_ids, scan_psrs, sf18
 

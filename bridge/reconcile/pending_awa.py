@@ -15,12 +15,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from bridge.adapters.salesforce.client import parse_sf_datetime
+from bridge.domain import CancelReason, EventKind, Operation, WorkItemState
 from bridge.engine import SF_WORK_ITEM_ENDED
 from bridge.ledger.store import NewCommand, NewEvent
-from bridge.model import CancelReason, EventKind, Operation, WorkItemState
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import FINAL_STATES, Facts, correlations_by, scan_sn, sn_queue_refs
-from bridge.salesforce.api import parse_sf_datetime
 
 KIND = "pending_awa"
 WORK_ITEM_FIELDS = ("state", "document_id", "queue", "assigned_to", "external_segment_id")

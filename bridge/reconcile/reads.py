@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlmodel import col
 
-from bridge.ledger.models import Correlation, Segment
-from bridge.mapping import Tables
-from bridge.model import CorrelationState, Direction
+from bridge.adapters.salesforce.client import soql_datetime, soql_string
+from bridge.adapters.salesforce.intake import PSR_FIELDS
+from bridge.adapters.servicenow.client import MAX_PAGE
+from bridge.domain import CorrelationState, Direction
+from bridge.domain.mapping import Tables
+from bridge.domain.sf_ids import to18
+from bridge.ledger.rows import Correlation, Segment
 from bridge.reconcile.base import Context
-from bridge.salesforce.api import soql_datetime, soql_string
-from bridge.salesforce.ids import to18
-from bridge.salesforce.intake import PSR_FIELDS
-from bridge.servicenow.api import MAX_PAGE
 
 T = TypeVar("T")
 

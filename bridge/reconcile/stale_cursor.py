@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from bridge.ledger.models import Cursor
+from bridge.ledger.rows import Cursor
 from bridge.ledger.store import LedgerTx, table
 from bridge.reconcile.base import Context, Outcome, PlannedFinding
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlmodel import col
 
-from bridge.ledger.models import UNFINISHED_COMMAND_STATUSES, OutboxCommand
+from bridge.ledger.rows import UNFINISHED_COMMAND_STATUSES, OutboxCommand
 from bridge.ledger.store import LedgerTx, table
 from bridge.reconcile.base import Context, Outcome, PlannedFinding
 from bridge.reconcile.reads import PAGE

@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from bridge import engine
+from bridge.adapters.salesforce.client import parse_sf_datetime
+from bridge.domain import Direction, Event, EventKind, System, Trigger
 from bridge.errors import BridgeError
 from bridge.ledger.store import NewEvent
-from bridge.model import Direction, Event, EventKind, System, Trigger
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
-from bridge.salesforce.api import parse_sf_datetime
 
 KIND = "unseen_psr"
 ADOPTABLE = (Trigger.PSR_CREATED, Trigger.PSR_CREATED_TRANSFER)

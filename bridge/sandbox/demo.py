@@ -20,12 +20,12 @@ from typing import Any
 
 from sqlmodel import col, func, select
 
-from bridge.daemon import Daemon
-from bridge.ledger import models as rows
+from bridge.app.daemon import Daemon
+from bridge.app.runtime import Runtime
+from bridge.ledger import rows
 from bridge.ledger.store import Ledger
 from bridge.logging import configure_logging
 from bridge.reconcile import run_with
-from bridge.runtime import Runtime
 from bridge.sandbox.connect import sandbox_settings
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bridge.ledger import models as rows
+from bridge.ledger import rows
 from bridge.ledger.store import Ledger, find_correlation_id
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox

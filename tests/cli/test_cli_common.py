@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bridge.commands.common import cell, columns, jsonable, parse_when, write_csv, write_jsonl
+from bridge.app.commands.common import cell, columns, jsonable, parse_when, write_csv, write_jsonl
 from bridge.errors import ConfigError
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bridge.cli import app, main
+from bridge.app.cli import app, main
 from bridge.ledger import Ledger
 from bridge.ledger.store import NewEvent
 from tests.fixtures.ledger import seed_ledger

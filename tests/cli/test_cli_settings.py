@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bridge.cli import app, main
-from bridge.config import load_settings
+from bridge.app.cli import app, main
+from bridge.app.settings import load_settings
 from bridge.errors import ConfigError
 
 runner = CliRunner()

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from bridge.http import make_session
-from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.auth import SalesforceTokens
+from bridge.adapters.http import make_session
+from bridge.adapters.salesforce.auth import SalesforceTokens
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.servicenow.client import ServiceNowAdapter
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.sandbox.serving import Clock
-from bridge.servicenow.api import ServiceNowAdapter
 
 API_VERSION = "62.0"
 AUTHORIZATION_CONTEXT = "BYO_SandboxChannel"

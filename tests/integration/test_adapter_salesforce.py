@@ -14,11 +14,11 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from bridge.config import Settings
+from bridge.adapters.http import error_of, make_session
+from bridge.adapters.salesforce.auth import SalesforceTokens, jwt_audience
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.app.settings import Settings
 from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable, Skippable
-from bridge.http import error_of, make_session
-from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.auth import SalesforceTokens, jwt_audience
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.salesforce.ids import to15

@@ -12,13 +12,13 @@ import certifi
 import pytest
 from pydantic import SecretStr
 
-from bridge.config import Settings
+from bridge.adapters.http import make_session
+from bridge.adapters.servicenow.client import ServiceNowAdapter, keyset_query
+from bridge.app.settings import Settings
 from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable
-from bridge.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.sandbox.servicenow.ratelimit import RateLimitRule
-from bridge.servicenow.api import ServiceNowAdapter, keyset_query
 from tests.integration.conftest import sn_adapter_for
 
 ALICE, BOB = seed.AGENTS[0].sn_user_sys_id, seed.AGENTS[1].sn_user_sys_id

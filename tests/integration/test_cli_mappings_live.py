@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bridge.cli import main
+from bridge.app.cli import main
 from bridge.sandbox import seed
 from bridge.sandbox.connect import sandbox_values
 

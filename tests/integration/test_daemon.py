@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 class BridgeProcess:
-    """`python -m bridge.cli run` with its settings in the environment."""
+    """`python -m bridge.app.cli run` with its settings in the environment."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
@@ -49,7 +49,7 @@ class BridgeProcess:
     def start(self) -> BridgeProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge.cli", "run", "--reconcile-every", "0"],
+                [sys.executable, "-m", "bridge.app.cli", "run", "--reconcile-every", "0"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.ledger import audit
-from bridge.ledger import models as rows
+from bridge.ledger import audit, rows
 from bridge.ledger.store import NewEvent
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.ids import make_id

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from bridge.dispatch import Dispatcher, Executor, SalesforceExecutor
-from bridge.ledger import models as rows
+from bridge.flow.dispatch import Dispatcher, Executor, SalesforceExecutor
+from bridge.ledger import rows
 from bridge.sandbox.traffic import SCENARIOS_BY_NAME, Conversation
 from tests.fixtures.bridge import BridgeRig
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bridge.intake import PollResult
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.salesforce.intake import PSR_DELETED_STREAM, PSR_STREAM, SalesforceIntake
+from bridge.flow.intake import PollResult
 from bridge.ledger import InboxEvent, Ledger
-from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.intake import PSR_DELETED_STREAM, PSR_STREAM, SalesforceIntake
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 

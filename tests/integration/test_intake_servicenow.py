@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.intake import PollResult
+from bridge.adapters.servicenow.client import ServiceNowAdapter
+from bridge.adapters.servicenow.intake import ServiceNowIntake
+from bridge.flow.intake import PollResult
 from bridge.ledger import InboxEvent, Ledger
 from bridge.sandbox import seed
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.servicenow.api import ServiceNowAdapter
-from bridge.servicenow.intake import ServiceNowIntake
 
 ALICE = seed.AGENTS[0].sn_user_sys_id
 SUPPORT, BILLING, OVERFLOW = seed.QUEUES

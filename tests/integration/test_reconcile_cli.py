@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from bridge.cli import main
-from bridge.config import load_settings
+from bridge.app.cli import main
+from bridge.app.runtime import Runtime
+from bridge.app.settings import load_settings
 from bridge.ledger import Ledger
-from bridge.runtime import Runtime
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from tests.integration.conftest import AUTHORIZATION_CONTEXT

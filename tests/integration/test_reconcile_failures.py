@@ -8,16 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.config import Settings
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.servicenow.client import ServiceNowAdapter
+from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
+from bridge.domain.mapping import Tables, load_tables
 from bridge.ledger import Ledger
-from bridge.mapping import Tables, load_tables
 from bridge.reconcile import RunReport, context_for, run
-from bridge.runtime import Runtime
-from bridge.salesforce.api import SalesforceAdapter
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.salesforce.ids import make_id
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.servicenow.api import ServiceNowAdapter
 
 pytestmark = pytest.mark.integration
 

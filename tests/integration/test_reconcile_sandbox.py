@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge.config import Settings
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.servicenow.client import ServiceNowAdapter
+from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
+from bridge.domain.mapping import load_tables
 from bridge.engine import interaction_sys_id
 from bridge.ledger import Correlation, Finding, Ledger, ReconcileRun
-from bridge.ledger.models import utcnow
-from bridge.mapping import load_tables
+from bridge.ledger.rows import utcnow
 from bridge.reconcile import Options, RunReport, RuntimePipeline, context_for, run, scheduled
-from bridge.runtime import Runtime
-from bridge.salesforce.api import SalesforceAdapter
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.servicenow.api import ServiceNowAdapter
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from sqlmodel import select
 
-from bridge.cli import main
-from bridge.ledger import models as rows
+from bridge.app.cli import main
+from bridge.ledger import rows
 from bridge.ledger.store import Ledger
 from bridge.sandbox.demo import MIX, pick
 

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 
 from bridge.errors import LedgerError
 from bridge.ledger import Ledger, migrate
-from bridge.ledger.models import metadata
+from bridge.ledger.rows import metadata
 
 TABLES = {
     "correlation",

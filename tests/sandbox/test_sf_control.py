@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.salesforce.control import ControlError

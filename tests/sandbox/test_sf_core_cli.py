@@ -11,7 +11,7 @@ from pathlib import Path
 
 from simple_salesforce import Salesforce
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 from bridge.sandbox import seed
 
 RUNNER = "import typer; from bridge.sandbox.salesforce.cli import salesforce; typer.run(salesforce)"

@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.salesforce.ids import make_id, to15

@@ -18,7 +18,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.app import SalesforceSandbox
 from bridge.sandbox.salesforce.store import Org

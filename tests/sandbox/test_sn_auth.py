@@ -7,7 +7,7 @@ import pytest
 from pysnc.auth import ServiceNowClientCredentialsFlow
 from pysnc.exceptions import AuthenticationException, RoleException
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 from bridge.sandbox import seed
 from bridge.sandbox.servicenow.app import ServiceNowSandbox
 from bridge.sandbox.servicenow.auth import ACCESS_TOKEN_SECONDS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.http import make_session
+from bridge.adapters.http import make_session
 
 pytestmark = pytest.mark.integration
 

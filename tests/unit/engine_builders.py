@@ -6,8 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.engine import derived_id, interaction_sys_id
-from bridge.model import (
+from bridge.domain import (
     Correlation,
     CorrelationState,
     Direction,
@@ -18,6 +17,7 @@ from bridge.model import (
     SegmentOutcome,
     System,
 )
+from bridge.engine import derived_id, interaction_sys_id
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.ids import make_id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from bridge.adapters.http import endpoint_of
 from bridge.errors import (
     OutcomeUnknown,
     Permanent,
@@ -14,7 +15,6 @@ from bridge.errors import (
     from_transport,
     parse_retry_after,
 )
-from bridge.http import endpoint_of
 
 
 @pytest.mark.parametrize(

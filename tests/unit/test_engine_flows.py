@@ -41,9 +41,7 @@ from engine_builders import (
 )
 
 from bridge import engine
-from bridge.engine import apply_result, classify, correlation_keys, translate
-from bridge.mapping import Tables, load_tables
-from bridge.model import (
+from bridge.domain import (
     Command,
     Correlation,
     CorrelationState,
@@ -54,6 +52,8 @@ from bridge.model import (
     System,
     Trigger,
 )
+from bridge.domain.mapping import Tables, load_tables
+from bridge.engine import apply_result, classify, correlation_keys, translate
 from bridge.sandbox.salesforce.ids import make_id, to15
 
 S = CorrelationState

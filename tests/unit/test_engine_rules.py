@@ -29,9 +29,9 @@ from engine_builders import (
     sn2sf,
 )
 
+from bridge.domain import Correlation, CorrelationState, Event
+from bridge.domain.mapping import Tables, load_tables
 from bridge.engine import translate
-from bridge.mapping import Tables, load_tables
-from bridge.model import Correlation, CorrelationState, Event
 
 S = CorrelationState
 # the work item AWA made when the agent transferred inside AWA

@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bridge.cli import app
+from bridge.app.cli import app
+from bridge.domain.mapping import (
+    Problem,
+    Tables,
+    check_live,
+    check_tables,
+    default_directory,
+    load_tables,
+)
 from bridge.errors import ConfigError
-from bridge.mapping import Problem, Tables, check_live, check_tables, default_directory, load_tables
 from bridge.sandbox import seed
 from bridge.sandbox.salesforce.ids import to18
 

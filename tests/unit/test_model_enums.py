@@ -1,4 +1,4 @@
-"""The status vocabularies and the record readers of bridge.model."""
+"""The status vocabularies and the record readers of bridge.domain."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import Permanent, Skippable
-from bridge.model import (
+from bridge.domain import (
     AgentWorkStatus,
     Event,
     EventKind,
@@ -20,6 +19,7 @@ from bridge.model import (
     number,
     status_of,
 )
+from bridge.errors import Permanent, Skippable
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from bridge.domain.mapping import Tables, load_tables
 from bridge.errors import ConfigError
 from bridge.ledger import (
     Correlation,
@@ -22,7 +23,6 @@ from bridge.ledger import (
     ReconcileRun,
 )
 from bridge.ledger.store import table
-from bridge.mapping import Tables, load_tables
 from bridge.reconcile import Context, Options, PlannedFinding, registry, run, select_reconcilers
 from bridge.reconcile.assigned_elsewhere import elsewhere
 from bridge.reconcile.base import RECONCILER_FAILED, Outcome

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bridge.salesforce.ids import is_valid, suffix, to15, to18
+from bridge.domain.sf_ids import is_valid, suffix, to15, to18
 
 __all__ = ["KEY_PREFIX", "is_valid", "make_id", "suffix", "to15", "to18"]
 

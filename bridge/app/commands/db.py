@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bridge.commands.common import JsonFlag, open_ledger, print_fields, print_json
+from bridge.app.commands.common import JsonFlag, open_ledger, print_fields, print_json
 from bridge.ledger import migrate
 
 app = typer.Typer(help="Create and migrate the ledger database.", no_args_is_help=True)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bridge.commands.common import (
+from bridge.app.commands.common import (
     Column,
     JsonFlag,
     columns,
@@ -26,7 +26,7 @@ from bridge.commands.common import (
     write_jsonl,
 )
 from bridge.ledger import Correlation, audit
-from bridge.ledger.models import DIRECTIONS
+from bridge.ledger.rows import DIRECTIONS
 
 app = typer.Typer(help="Audit queries: conversations, segments, commands.", no_args_is_help=True)
 

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from bridge.errors import Permanent, Skippable
-from bridge.mapping import Action, QueueMap, Rule, Tables
-from bridge.model import (
+from bridge.domain import (
     NO_CORRELATION,
     QUEUE_TRIGGERS,
     AgentWorkPatchStatus,
@@ -49,8 +47,10 @@ from bridge.model import (
     require_str,
     status_of,
 )
-from bridge.salesforce.ids import to15
-from bridge.salesforce.ids import to18 as _to18
+from bridge.domain.mapping import Action, QueueMap, Rule, Tables
+from bridge.domain.sf_ids import to15
+from bridge.domain.sf_ids import to18 as _to18
+from bridge.errors import Permanent, Skippable
 
 # Every event carries a handful of Salesforce ids, and the same ones again and again.
 to18 = functools.lru_cache(maxsize=1 << 16)(_to18)

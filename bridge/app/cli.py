@@ -14,14 +14,14 @@ import typer
 from rich.console import Console
 
 from bridge import __version__
-from bridge.commands import config as config_cmd
-from bridge.commands import db as db_cmd
-from bridge.commands import ledger as ledger_cmd
-from bridge.commands import mappings as mappings_cmd
-from bridge.commands import reconcile as reconcile_cmd
-from bridge.commands import run as run_cmd
-from bridge.commands import sandbox as sandbox_cmd
-from bridge.commands.common import state
+from bridge.app.commands import config as config_cmd
+from bridge.app.commands import db as db_cmd
+from bridge.app.commands import ledger as ledger_cmd
+from bridge.app.commands import mappings as mappings_cmd
+from bridge.app.commands import reconcile as reconcile_cmd
+from bridge.app.commands import run as run_cmd
+from bridge.app.commands import sandbox as sandbox_cmd
+from bridge.app.commands.common import state
 from bridge.errors import BridgeError, NotFound
 
 app = typer.Typer(

@@ -25,15 +25,15 @@ from typing import Any, Protocol
 from sqlalchemy import update
 from tenacity import RetryCallState, wait_exponential_jitter
 
+from bridge.adapters.salesforce.client import SalesforceApi, soql_string
+from bridge.adapters.servicenow.client import ServiceNowApi
+from bridge.domain import Operation
 from bridge.errors import BridgeError, OutcomeUnknown, Permanent, Retriable, Skippable
-from bridge.ledger import models as rows
+from bridge.flow.processor import apply_answer
+from bridge.ledger import rows
 from bridge.ledger.store import Ledger, table
 from bridge.logging import bind_correlation
 from bridge.metrics import COMMANDS, DISPATCH_LATENCY
-from bridge.model import Operation
-from bridge.pipeline import apply_answer
-from bridge.salesforce.api import SalesforceApi, soql_string
-from bridge.servicenow.api import ServiceNowApi
 
 log = logging.getLogger(__name__)
 

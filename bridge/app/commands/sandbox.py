@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bridge.commands.common import JsonFlag, print_json
+from bridge.app.commands.common import JsonFlag, print_json
 from bridge.sandbox.salesforce.cli import salesforce
 from bridge.sandbox.servicenow.cli import servicenow
 

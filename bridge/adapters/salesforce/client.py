@@ -1,6 +1,6 @@
 """The Salesforce adapter: REST through simple-salesforce, the Interaction Service API
 through the same authenticated requests session, every failure mapped once to the
-bridge's error branches (``bridge.http.raise_http_errors`` on the session)."""
+bridge's error branches (``bridge.adapters.http.raise_http_errors`` on the session)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
-from bridge.config import Settings
+from bridge.adapters.http import make_session, raise_http_errors
+from bridge.adapters.salesforce.auth import SYSTEM, SalesforceTokens, Token
+from bridge.app.settings import Settings
 from bridge.errors import BridgeError, Permanent, from_http, from_transport
-from bridge.http import make_session, raise_http_errors
-from bridge.salesforce.auth import SYSTEM, SalesforceTokens, Token
 
 T = TypeVar("T")
 

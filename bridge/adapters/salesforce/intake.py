@@ -13,9 +13,14 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from bridge.intake import DEFAULT_OVERLAP_SECONDS, PollResult
+from bridge.adapters.salesforce.client import (
+    SalesforceApi,
+    parse_sf_datetime,
+    soql_datetime,
+    soql_string,
+)
+from bridge.flow.intake import DEFAULT_OVERLAP_SECONDS, PollResult
 from bridge.ledger.store import Ledger, NewEvent
-from bridge.salesforce.api import SalesforceApi, parse_sf_datetime, soql_datetime, soql_string
 
 SOURCE = "salesforce"
 PSR_STREAM = "salesforce:PendingServiceRouting"

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from bridge.commands.common import JsonFlag, console, print_json
-from bridge.config import load_settings
-from bridge.mapping import LiveDirectory, Tables, check_live, check_tables
+from bridge.app.commands.common import JsonFlag, console, print_json
+from bridge.app.settings import load_settings
+from bridge.domain.mapping import LiveDirectory, Tables, check_live, check_tables
 
 app = typer.Typer(help="Mapping tables: crosswalk, policies, rules.", no_args_is_help=True)
 
@@ -17,9 +17,9 @@ app = typer.Typer(help="Mapping tables: crosswalk, policies, rules.", no_args_is
 def live_directory() -> LiveDirectory:
     """The two live systems, as the live check sees them (settings name both)."""
     # only --live needs the clients
+    from bridge.adapters.salesforce.client import SalesforceAdapter  # noqa: PLC0415
+    from bridge.adapters.servicenow.client import ServiceNowAdapter  # noqa: PLC0415
     from bridge.reconcile.mapping_check import AdapterDirectory  # noqa: PLC0415
-    from bridge.salesforce.api import SalesforceAdapter  # noqa: PLC0415
-    from bridge.servicenow.api import ServiceNowAdapter  # noqa: PLC0415
 
     settings = load_settings()
     return AdapterDirectory(

@@ -1,7 +1,7 @@
 """Everything one bridge runs, built from settings: ledger, mapping tables, both adapters,
 both intakes, the processor and the dispatcher. ``step`` drives one synchronous round
 (used by the one-off commands, the sandbox demo and the end-to-end tests); the daemon in
-``bridge.daemon`` runs the same pieces on threads."""
+``bridge.app.daemon`` runs the same pieces on threads."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bridge.config import Settings
-from bridge.dispatch import Dispatcher, DispatchStats, SalesforceExecutor, ServiceNowExecutor
-from bridge.intake import Intake, PollResult
-from bridge.ledger.models import utcnow
+from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.salesforce.intake import SalesforceIntake
+from bridge.adapters.servicenow.client import ServiceNowAdapter
+from bridge.adapters.servicenow.intake import ServiceNowIntake
+from bridge.app.settings import Settings
+from bridge.domain import Direction
+from bridge.domain.mapping import Tables, load_tables
+from bridge.flow.dispatch import Dispatcher, DispatchStats, SalesforceExecutor, ServiceNowExecutor
+from bridge.flow.intake import Intake, PollResult
+from bridge.flow.processor import Processor, ProcessStats
+from bridge.ledger.rows import utcnow
 from bridge.ledger.store import Ledger
-from bridge.mapping import Tables, load_tables
-from bridge.model import Direction
-from bridge.pipeline import Processor, ProcessStats
-from bridge.salesforce.api import SalesforceAdapter
-from bridge.salesforce.intake import SalesforceIntake
-from bridge.servicenow.api import ServiceNowAdapter
-from bridge.servicenow.intake import ServiceNowIntake
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from pysnc import ServiceNowClient
 from pysnc import exceptions as snc_errors
 
-from bridge.config import Settings
+from bridge.adapters.http import make_session, raise_http_errors
+from bridge.app.settings import Settings
 from bridge.errors import BridgeError, ConfigError, Permanent, from_transport
-from bridge.http import make_session, raise_http_errors
 
 T = TypeVar("T")
 

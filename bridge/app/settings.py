@@ -180,7 +180,7 @@ class Settings(BaseSettings):
 
     @property
     def http_timeout(self) -> tuple[float, float]:
-        """(connect, read) time-outs for ``bridge.http.make_session``."""
+        """(connect, read) time-outs for ``bridge.adapters.http.make_session``."""
         return (self.http_connect_timeout, self.http_read_timeout)
 
     def require_salesforce(self) -> SalesforceSettings:

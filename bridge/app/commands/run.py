@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from bridge.config import load_settings
-from bridge.daemon import Daemon
+from bridge.app.daemon import Daemon
+from bridge.app.runtime import Runtime
+from bridge.app.settings import load_settings
 from bridge.ledger import Ledger
 from bridge.logging import configure_logging
-from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,20 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from bridge.commands.common import Column, JsonFlag, columns, parse_when, print_json, print_table
-from bridge.config import load_settings
+from bridge.app.commands.common import (
+    Column,
+    JsonFlag,
+    columns,
+    parse_when,
+    print_json,
+    print_table,
+)
+from bridge.app.runtime import Runtime
+from bridge.app.settings import load_settings
 from bridge.ledger import Ledger
-from bridge.ledger.models import utcnow
+from bridge.ledger.rows import utcnow
 from bridge.reconcile import Progress as ProgressCallback
 from bridge.reconcile import RunReport, no_progress, run_with, select_reconcilers
-from bridge.runtime import Runtime
 
 FINDING_COLUMNS = columns("reconciler", "kind", "subject", "action", "status", "reason")
 COUNT_COLUMNS = columns("reconciler", "kind", "status", Column("count", "findings"))

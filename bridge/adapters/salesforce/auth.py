@@ -17,8 +17,8 @@ import jwt
 import requests
 from pydantic import SecretStr
 
+from bridge.adapters.http import error_of
 from bridge.errors import ConfigError, Permanent, from_transport
-from bridge.http import error_of
 
 SYSTEM = "salesforce"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"

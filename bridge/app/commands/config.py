@@ -9,8 +9,8 @@ import typer
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import make_url
 
-from bridge.commands.common import JsonFlag, columns, emit, mask
-from bridge.config import Settings, env_name, load_settings, setting_origins
+from bridge.app.commands.common import JsonFlag, columns, emit, mask
+from bridge.app.settings import Settings, env_name, load_settings, setting_origins
 
 app = typer.Typer(help="Inspect the bridge's settings.", no_args_is_help=True)
 

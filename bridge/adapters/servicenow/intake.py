@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from bridge.intake import DEFAULT_OVERLAP_SECONDS, PAGE, PollResult
+from bridge.adapters.servicenow.client import ServiceNowApi
+from bridge.flow.intake import DEFAULT_OVERLAP_SECONDS, PAGE, PollResult
 from bridge.ledger.store import Ledger, NewEvent
-from bridge.servicenow.api import ServiceNowApi
 
 SOURCE = "servicenow"
 SN_TIME = "%Y-%m-%d %H:%M:%S"

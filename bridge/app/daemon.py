@@ -22,13 +22,13 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
+from bridge.app.health import Check, HealthServer
+from bridge.app.runtime import Runtime
 from bridge.errors import BridgeError
-from bridge.health import Check, HealthServer
-from bridge.intake import Intake
+from bridge.flow.intake import Intake
 from bridge.ledger import audit
-from bridge.ledger.models import utcnow
+from bridge.ledger.rows import utcnow
 from bridge.metrics import OUTBOX_DEPTH
-from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

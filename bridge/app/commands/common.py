@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import SQLModel
 
-from bridge.config import load_settings
+from bridge.app.settings import load_settings
 from bridge.errors import ConfigError
 from bridge.ledger import Ledger
 

@@ -15,12 +15,7 @@ from typing import Any
 from sqlmodel import col, func, select
 
 from bridge import engine
-from bridge.errors import VersionConflict
-from bridge.ledger import models as rows
-from bridge.ledger.store import Ledger, LedgerTx, NewCommand
-from bridge.logging import bind_correlation
-from bridge.mapping import Tables
-from bridge.model import (
+from bridge.domain import (
     Command,
     Correlation,
     CorrelationState,
@@ -35,6 +30,11 @@ from bridge.model import (
     SegmentOutcome,
     System,
 )
+from bridge.domain.mapping import Tables
+from bridge.errors import VersionConflict
+from bridge.ledger import rows
+from bridge.ledger.store import Ledger, LedgerTx, NewCommand
+from bridge.logging import bind_correlation
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bridge.errors import ConfigError
-from bridge.model import (
+from bridge.domain import (
     DIRECTION_STATES,
     NO_CORRELATION,
     QUEUE_TRIGGERS,
@@ -33,7 +32,8 @@ from bridge.model import (
     SegmentOutcome,
     Trigger,
 )
-from bridge.salesforce.ids import is_valid, to18
+from bridge.domain.sf_ids import is_valid, to18
+from bridge.errors import ConfigError
 
 CROSSWALK_FILE = "crosswalk.yaml"
 POLICIES_FILE = "policies.yaml"
@@ -501,9 +501,9 @@ def _check_agent_needed(doc: _Doc, index: int, rule: Rule) -> None:
 
 def default_directory() -> Path:
     """The packaged tables: ``bridge/_mappings`` in a wheel, ``mappings/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "_mappings"
-    return packaged if packaged.is_dir() else here.parent / "mappings"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "_mappings"
+    return packaged if packaged.is_dir() else package.parent / "mappings"
 
 
 def check_tables(directory: Path | None = None) -> tuple[Tables | None, list[Problem]]:
