@@ -1,5 +1,6 @@
 # One image for every bridge command: `bridge run` (the daemon, migrates the ledger on
-# start), `bridge reconcile`, `bridge ledger ...`, `bridge db upgrade`, `bridge sandbox`.
+# start), `bridge reconcile`, `bridge ledger ...`, `bridge db upgrade`. The product only:
+# the emulators (`bridge sandbox`, the workspace package in sandbox/) and trustme stay out.
 
 # --- build: resolve the locked dependencies and install the bridge as a wheel ----------
 FROM python:3.11-slim AS build
@@ -11,14 +12,16 @@ ENV UV_COMPILE_BYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN pip install --no-cache-dir uv
 WORKDIR /src
-# Dependencies first, so code changes do not invalidate this layer.
+# Dependencies first, so code changes do not invalidate this layer. uv reads every
+# workspace member's pyproject.toml to check the lock; the sandbox's code is never copied.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --locked --no-dev --no-install-project --no-editable
+COPY sandbox/pyproject.toml ./sandbox/
+RUN uv sync --locked --no-dev --package omni-awa-bridge --no-install-project --no-editable
 COPY README.md alembic.ini ./
 COPY bridge ./bridge
 COPY migrations ./migrations
 COPY mappings ./mappings
-RUN uv sync --locked --no-dev --no-editable
+RUN uv sync --locked --no-dev --package omni-awa-bridge --no-editable
 
 # --- runtime: the virtualenv only, as an unprivileged user -------------------------------
 FROM python:3.11-slim AS runtime

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app.runtime import Runtime
-from bridge.ledger.store import Ledger, NewEvent, RecordResult
-from bridge.sandbox import seed
-from bridge.sandbox.connect import sandbox_settings, write_env
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.sandbox.serving import Clock, Counters, SandboxCA
-from bridge.sandbox.traffic import SCENARIOS, SCENARIOS_BY_NAME, ContactCentre, Stuck
+from bridge.ledger import NewEvent, RecordResult, SqlLedger
+from bridge_sandbox import seed
+from bridge_sandbox.connect import sandbox_settings, write_env
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox.serving import Clock, Counters, SandboxCA
+from bridge_sandbox.traffic import SCENARIOS, SCENARIOS_BY_NAME, ContactCentre, Stuck
 
 RESULTS = Path(__file__).parent / "results" / "flow.json"
 LIFECYCLE = "close_in_salesforce"
@@ -100,9 +100,9 @@ class _ServiceNowHook:
 
 
 class _ReadTimes:
-    """Wraps ``Ledger.record_events``: the moment the intake hands over what it read."""
+    """Wraps ``SqlLedger.record_events``: the moment the intake hands over what it read."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: SqlLedger) -> None:
         self.read: dict[tuple[str, str], float] = {}
         self._record = ledger.record_events
         ledger.record_events = self._recording  # type: ignore[method-assign]
@@ -125,7 +125,7 @@ class Rig:
     sf: SalesforceSandbox
     sn: ServiceNowSandbox
     clock: Clock
-    ledger: Ledger
+    ledger: SqlLedger
     runtime: Runtime
     bridge_seconds: float = 0.0
 
@@ -154,7 +154,7 @@ def rig(concurrency: int) -> Iterator[Rig]:
                 ledger_url=f"sqlite:///{tmp}/ledger.db",
                 dispatch_concurrency=concurrency,
             )
-            ledger = Ledger(settings.effective_ledger_url, now=clock.now)
+            ledger = SqlLedger(settings.effective_ledger_url, now=clock.now)
             ledger.upgrade()
             runtime = Runtime.build(settings, ledger=ledger, now=clock.now)
             _roomy(sf)
@@ -319,7 +319,7 @@ def throughput_daemon(
     sandboxes and the simulated agents keep this one)."""
     with sandboxes() as (sf, sn, tmp):
         ledger_url = f"sqlite:///{tmp}/ledger.db"
-        ledger = Ledger(ledger_url)
+        ledger = SqlLedger(ledger_url)
         ledger.upgrade()
         with daemon_process(sf, sn, tmp, ledger_url, concurrency, poll_seconds):
             centre = ContactCentre(

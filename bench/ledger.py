@@ -1,4 +1,4 @@
-"""Ledger benchmark: intake + outbox throughput, and audit queries on a large ledger.
+"""SqlLedger benchmark: intake + outbox throughput, and audit queries on a large ledger.
 
     uv run python bench/ledger.py                       # full figures, SQLite
     uv run python bench/ledger.py --postgres postgresql+psycopg://postgres@127.0.0.1/test
@@ -32,16 +32,16 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.app.cli import app
-from bridge.ledger import Ledger, NewCommand, NewEvent, audit
+from bridge.ledger import NewCommand, NewEvent, SqlLedger, audit
 from bridge.ledger.rows import Correlation, Segment
-from bridge.ledger.store import table
+from bridge.ledger.sql import table
 
 NOW = datetime.now(UTC)
 
 
-def throughput(ledger: Ledger, events: int, page: int) -> dict[str, Any]:
+def throughput(ledger: SqlLedger, events: int, page: int) -> dict[str, Any]:
     with ledger.transaction() as tx:
-        corr = tx.create_correlation(direction="sf_to_sn", state="offered").id
+        corr = tx.correlations.create(direction="sf_to_sn", state="offered").id
     start = time.perf_counter()
     for first in range(0, events, page):
         batch = [
@@ -54,10 +54,11 @@ def throughput(ledger: Ledger, events: int, page: int) -> dict[str, Any]:
             )
             for n in range(first, min(first + page, events))
         ]
-        recorded = ledger.record_events("sf:psr", batch, cursor=str(first + len(batch)))
         with ledger.transaction() as tx:
-            tx.mark_events(recorded.inserted, "processed", correlation_id=corr)
-            tx.enqueue(
+            recorded = tx.inbox.record("sf:psr", batch, cursor=str(first + len(batch)))
+        with ledger.transaction() as tx:
+            tx.inbox.mark(recorded.inserted, "processed", correlation_id=corr)
+            tx.outbox.add(
                 *(
                     NewCommand(
                         f"offer:{e.source_event_id}",
@@ -80,7 +81,7 @@ def throughput(ledger: Ledger, events: int, page: int) -> dict[str, Any]:
     }
 
 
-def seed(ledger: Ledger, n: int, chunk: int = 20_000) -> tuple[dict[str, str], float]:
+def seed(ledger: SqlLedger, n: int, chunk: int = 20_000) -> tuple[dict[str, str], float]:
     """``n`` correlations, each with one segment, created evenly over the last 30 days."""
     span = timedelta(days=30)
     pick, picked = n // 3, ""
@@ -155,15 +156,15 @@ def timed(fn: Callable[[], object], repeat: int) -> dict[str, float]:
     }
 
 
-def queries(ledger: Ledger, url: str, sample: dict[str, str], repeat: int) -> dict[str, Any]:
+def queries(ledger: SqlLedger, url: str, sample: dict[str, str], repeat: int) -> dict[str, Any]:
     def show(any_id: str) -> None:
-        with ledger.reading() as session:
-            audit.correlation_detail(session, any_id)
+        with ledger.reading() as tx:
+            tx.audit.correlation_detail(any_id)
 
     def list_since() -> None:
-        with ledger.reading() as session:
-            rows = audit.list_correlations(
-                session, audit.CorrelationFilter(since=NOW - timedelta(hours=1)), 50
+        with ledger.reading() as tx:
+            rows = tx.audit.list_correlations(
+                audit.CorrelationFilter(since=NOW - timedelta(hours=1)), 50
             )
             assert rows
 
@@ -193,7 +194,7 @@ def _figures(f: dict[str, float]) -> str:
 
 def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"== {name}: {make_url(url).render_as_string(hide_password=True)}", flush=True)
-    ledger = Ledger(url)
+    ledger = SqlLedger(url)
     ledger.upgrade()
     result: dict[str, Any] = {"throughput": throughput(ledger, args.events, args.page)}
     t = result["throughput"]

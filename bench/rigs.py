@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app.runtime import Runtime, StepStats
-from bridge.ledger.store import Ledger
-from bridge.sandbox.connect import sandbox_settings
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.sandbox.serving import Clock, SandboxCA
-from bridge.sandbox.traffic import SCENARIOS_BY_NAME, ContactCentre, Conversation
+from bridge.ledger import SqlLedger
+from bridge_sandbox.connect import sandbox_settings
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox.serving import Clock, SandboxCA
+from bridge_sandbox.traffic import SCENARIOS_BY_NAME, ContactCentre, Conversation
 
 LIFECYCLE = "close_in_salesforce"
 
@@ -23,7 +23,7 @@ LIFECYCLE = "close_in_salesforce"
 @dataclass
 class Rig:
     runtime: Runtime
-    ledger: Ledger
+    ledger: SqlLedger
     centre: ContactCentre
     conversation: Conversation | None = None
 
@@ -40,6 +40,15 @@ class Rig:
     def start_sf_conversation(self) -> None:
         self.conversation = self.centre.begin(SCENARIOS_BY_NAME[LIFECYCLE])
 
+    def offer_path(self) -> None:
+        """The PSR stream read, its events processed and handed over, their commands run."""
+        psr_stream = self.runtime.intakes[0]._poll_psr  # type: ignore[attr-defined]
+        psr_stream(self.runtime.now())
+        processed = self.runtime.processor.process_pending(
+            handoff=self.runtime.dispatcher, news=True
+        )
+        self.runtime.dispatcher.run(processed.handed)
+
     def offered(self) -> bool:
         assert self.conversation is not None
         return self.centre.offer(self.conversation) is not None
@@ -53,7 +62,7 @@ def sandboxes(tmp: Path) -> Iterator[Rig]:
     sn = ServiceNowSandbox(ca=ca, clock=clock)
     with sf, sn:
         settings = sandbox_settings(sf, sn, ledger_url=f"sqlite:///{tmp / 'ledger.db'}")
-        ledger = Ledger(settings.effective_ledger_url, now=clock.now)
+        ledger = SqlLedger(settings.effective_ledger_url, now=clock.now)
         ledger.upgrade()
         runtime = Runtime.build(settings, ledger=ledger, now=clock.now)
         try:

@@ -30,9 +30,9 @@ from typing import Any
 from urllib.parse import quote
 
 from bridge.adapters.http import make_session
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
 
 RESULTS = Path(__file__).parent / "results" / "sandbox.json"
 SECONDS = 3.0

@@ -1,9 +1,14 @@
 """Ledger transactions per Salesforce → ServiceNow offer.
 
 One PSR on the external-routing queue, from the intake reading it to the AWA offer's
-answer recorded: how many read and write transactions the ledger began for it (the
-transactions of an idle round are measured first and subtracted, so polling the other
-streams does not count).
+answer recorded: how many read and write transactions the ledger began for it.
+
+- ``offer_path``: the PSR's own path: recorded by the PSR stream, processed (interaction
+  and offer enqueued, and handed to the dispatcher in the same transaction), both
+  commands run and their answers recorded.
+- ``round``: the whole bridge round in which that happens, every stream polled, the echoes
+  of the bridge's own interaction and offer recorded and processed too, less what an idle
+  round costs.
 
     uv run python -m bench.transactions [--rounds 6]
 """
@@ -45,6 +50,13 @@ def measure(rounds: int) -> dict[str, Any]:
         idle = Counter({k: v / rounds for k, v in counts.items()})
         counts.clear()
         rig.start_sf_conversation()
+        rig.offer_path()
+        path = {k: counts[k] for k in ("read", "write")}
+        if not rig.offered():
+            raise SystemExit("the offer path did not reach ServiceNow")
+        rig.settle()
+        counts.clear()
+        rig.start_sf_conversation()
         steps = 0
         while not rig.offered():
             rig.step()
@@ -55,7 +67,8 @@ def measure(rounds: int) -> dict[str, Any]:
         return {
             "idle_round": {k: idle[k] for k in ("read", "write")},
             "rounds_until_offered": steps,
-            "per_offer": offer,
+            "round": offer,
+            "offer_path": path,
         }
 
 
@@ -64,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="idle rounds measured first")
     args = parser.parse_args(argv)
     figures = measure(args.rounds)
-    offer = figures["per_offer"]
+    path, offer = figures["offer_path"], figures["round"]
     print(
-        f"ledger transactions per SF→SN offer: {offer['read']} read + {offer['write']} write "
-        f"(idle round: {figures['idle_round']['read']:.1f} read + "
-        f"{figures['idle_round']['write']:.1f} write, subtracted)"
+        f"ledger transactions per SF→SN offer, its own path: {path['read']} read + "
+        f"{path['write']} write"
+    )
+    print(
+        f"  the whole round (7 streams, echoes included, idle round of "
+        f"{figures['idle_round']['read']:.1f} read + {figures['idle_round']['write']:.1f} "
+        f"write subtracted): {offer['read']} read + {offer['write']} write"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")

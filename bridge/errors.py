@@ -1,19 +1,25 @@
 """The bridge's error taxonomy.
 
-Errors are data: every failure that crosses an adapter boundary is mapped, once, to one of
-three branches, and the dispatcher and intake act on the branch, never on the client's
-exception type.
+Errors are data: every failure that crosses an adapter boundary is mapped, once, by a table
+(``HTTP_ERRORS`` plus each adapter's per-endpoint overrides), to one of these branches, and
+the dispatcher and intake act on the branch (and its ``code``), never on the client's
+exception type or the server's wording.
 
 - ``Retriable``: try again later (429, 5xx, time-outs, dropped connections); carries
   ``retry_after`` in seconds when the server said how long to wait.
 - ``Permanent``: will never succeed as sent (validation errors, 4xx other than 429);
   the command is dead-lettered with the reason.
+- ``OutcomeUnknown`` (a ``Retriable``): the request may have taken effect (an answer lost
+  after it was sent); a create looks for what it may have made before it retries.
 - ``Skippable``: nothing to do (the target is already in the wanted state, an event for
   something the bridge does not route); recorded and passed over.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
 
@@ -114,22 +120,54 @@ class VersionConflict(BridgeError):
     kind = "version_conflict"
 
 
-# The one table from an HTTP answer to an error branch. Adapters turn their client's
-# exception into (status, code, message) and call ``from_http``; nothing else decides.
-_RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_SKIPPABLE_CODES = frozenset(
-    {
-        # Salesforce: the record is already gone; deleting it again is not a failure.
-        "ENTITY_IS_DELETED",
-    }
+# -- the error table --------------------------------------------------------------------
+# Adapters turn an HTTP error answer into (status, code, message) plus the request's method
+# and endpoint label, and call ``from_http`` with their table; nothing else decides. A table
+# is the adapter's per-endpoint overrides followed by ``HTTP_ERRORS``; the first matching
+# row wins and an answer no row matches is ``Permanent``.
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """One row: the answers it matches (every field given must match) and what they mean.
+
+    ``message`` is compared with the server's text as is (AWA's 409s carry no code);
+    ``endpoint`` is a glob over the path as ``bridge.adapters.http.endpoint_of`` labels it
+    (ids shown as ``{id}``). ``reason`` and ``as_code`` replace the server's message and
+    code, so that callers can test a stable ``code`` rather than message text.
+    """
+
+    branch: type[BridgeError]
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+    method: str | None = None
+    endpoint: str | None = None
+    reason: str | None = None
+    as_code: str | None = None
+
+    def matches(
+        self, status: int, code: str | None, message: str, method: str | None, endpoint: str | None
+    ) -> bool:
+        return (
+            (self.status is None or self.status == status)
+            and (self.code is None or self.code == code)
+            and (self.message is None or self.message == message)
+            and (self.method is None or self.method == method)
+            and (self.endpoint is None or fnmatchcase(endpoint or "", self.endpoint))
+        )
+
+
+HTTP_ERRORS: tuple[ErrorRule, ...] = (
+    # Salesforce: the record is already gone; deleting it again is not a failure.
+    ErrorRule(Skippable, code="ENTITY_IS_DELETED"),
+    *(ErrorRule(Retriable, status=status) for status in (408, 425, 429, 500, 502, 503, 504)),
+    ErrorRule(Retriable, code="REQUEST_LIMIT_EXCEEDED"),  # Salesforce limits: wait, retry
+    ErrorRule(Retriable, code="UNABLE_TO_LOCK_ROW"),
+    ErrorRule(Retriable, code="SERVER_UNAVAILABLE"),
 )
-_RETRIABLE_CODES = frozenset(
-    {
-        "REQUEST_LIMIT_EXCEEDED",  # Salesforce daily/concurrent limit: wait, then retry
-        "UNABLE_TO_LOCK_ROW",
-        "SERVER_UNAVAILABLE",
-    }
-)
+
+_OTHERWISE = ErrorRule(Permanent)
 
 
 def from_http(
@@ -140,20 +178,23 @@ def from_http(
     code: str | None = None,
     retry_after: float | None = None,
     detail: Any = None,
+    method: str | None = None,
+    endpoint: str | None = None,
+    table: Sequence[ErrorRule] = HTTP_ERRORS,
 ) -> BridgeError:
-    """Classify an HTTP error answer: retriable, skippable or permanent."""
-    if code in _SKIPPABLE_CODES:
-        return Skippable(message, system=system, code=code, status=status, detail=detail)
-    if status in _RETRIABLE_STATUS or code in _RETRIABLE_CODES:
-        return Retriable(
-            message,
-            system=system,
-            code=code,
-            status=status,
-            retry_after=retry_after,
-            detail=detail,
-        )
-    return Permanent(message, system=system, code=code, status=status, detail=detail)
+    """Classify an HTTP error answer by the first row of ``table`` that matches it."""
+    rule = next(
+        (r for r in table if r.matches(status, code, message, method, endpoint)), _OTHERWISE
+    )
+    known: dict[str, Any] = {
+        "system": system,
+        "code": rule.as_code or code,
+        "status": status,
+        "detail": detail,
+    }
+    if issubclass(rule.branch, Retriable):
+        return rule.branch(rule.reason or message, retry_after=retry_after, **known)
+    return rule.branch(rule.reason or message, **known)
 
 
 def parse_retry_after(value: str | None) -> float | None:

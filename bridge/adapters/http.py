@@ -8,24 +8,37 @@ Two things requests gets wrong for us by default, fixed here once for every adap
 - requests has no default time-out; a hung peer would hang the bridge.
 
 ``raise_http_errors`` turns every error answer on a session into the bridge's error
-branch at the source, whatever client made the call: simple-salesforce and pysnc raise
-their own exceptions without the answer's headers, so ``Retry-After`` would be lost.
+branch at the source, by the adapter's error table, whatever client made the call:
+simple-salesforce and pysnc raise their own exceptions without the answer's headers, so
+``Retry-After`` would be lost. ``call_with_token_refresh`` is the one 401 → new token →
+once more loop of every adapter.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from bridge.errors import BridgeError, from_http, parse_retry_after
+from bridge.errors import (
+    HTTP_ERRORS,
+    BridgeError,
+    ErrorRule,
+    Permanent,
+    from_http,
+    parse_retry_after,
+)
 from bridge.metrics import API_CALLS, SF_API_USAGE
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
+
+K = TypeVar("K")
+T = TypeVar("T")
 
 # Ids in paths become placeholders so that the endpoint label stays low-cardinality.
 _ID_SEGMENT = re.compile(
@@ -121,9 +134,16 @@ def describe_error(response: requests.Response) -> tuple[str, str | None, Any]:
     return str(message), (None if code is None else str(code)), body
 
 
-def error_of(system: str, response: requests.Response, context: str = "") -> BridgeError:
-    """The bridge's error branch for an error answer (``context`` prefixes the message)."""
+def error_of(
+    system: str,
+    response: requests.Response,
+    context: str = "",
+    table: Sequence[ErrorRule] = HTTP_ERRORS,
+) -> BridgeError:
+    """The bridge's error branch for an error answer, by ``table`` (``context`` prefixes
+    the message)."""
     message, code, body = describe_error(response)
+    request = response.request
     return from_http(
         system,
         response.status_code,
@@ -131,18 +151,55 @@ def error_of(system: str, response: requests.Response, context: str = "") -> Bri
         code=code,
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
         detail=body,
+        method=request.method if request is not None else None,
+        endpoint=endpoint_of(request.url or "") if request is not None else None,
+        table=table,
     )
 
 
-def raise_http_errors(session: requests.Session, system: str) -> None:
+def raise_http_errors(
+    session: requests.Session, system: str, table: Sequence[ErrorRule] = HTTP_ERRORS
+) -> None:
     """Make every answer >= 400 on ``session`` raise its ``BridgeError`` (idempotent)."""
 
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         if response.status_code >= 400:
-            raise error_of(system, response)
+            raise error_of(system, response, table=table)
         return response
 
     hooks = session.hooks.setdefault("response", [])
     if not any(getattr(h, "bridge_system", None) for h in hooks):
         hook.bridge_system = system  # type: ignore[attr-defined]
         hooks.append(hook)
+
+
+class Tokens(Protocol[K]):
+    """An access-token source: the current token, and a new one after the server refused
+    ``stale`` (unless another thread already replaced it)."""
+
+    def token(self) -> K: ...
+
+    def refresh(self, stale: K) -> K: ...
+
+
+def call_with_token_refresh(fn: Callable[[K], T], tokens: Tokens[K], *, system: str) -> T:
+    """``fn(token)``; after a 401, once more with a fresh token. A 401 for the fresh token
+    too is no expired session but refused credentials: ``Permanent``, naming the system."""
+    token = tokens.token()
+    try:
+        return fn(token)
+    except BridgeError as exc:
+        if exc.status != 401:
+            raise
+    try:
+        return fn(tokens.refresh(token))
+    except BridgeError as exc:
+        if exc.status != 401:
+            raise
+        raise Permanent(
+            f"{system} refused a freshly issued token: {exc.message}",
+            system=system,
+            code=exc.code,
+            status=exc.status,
+            detail=exc.detail,
+        ) from exc

@@ -1,13 +1,17 @@
 """The ``bridge`` command line: one entry point for the daemon, one-off reconciliation
 runs, audit queries, migrations, mapping checks and the sandbox.
 
-Each command group lives in ``bridge/commands/<group>.py`` and exports ``app``; this module
-only wires them together and turns errors into messages and exit codes.
+Each command group lives in ``bridge/app/commands/<group>.py`` and exports ``app``; this
+module only wires them together and turns errors into messages and exit codes. Groups that
+other distributions provide (``bridge sandbox``: the ``omni-awa-sandbox`` package) are found
+through the ``bridge.commands`` entry-point group, so the product imports none of them.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated
 
 import typer
@@ -20,9 +24,8 @@ from bridge.app.commands import ledger as ledger_cmd
 from bridge.app.commands import mappings as mappings_cmd
 from bridge.app.commands import reconcile as reconcile_cmd
 from bridge.app.commands import run as run_cmd
-from bridge.app.commands import sandbox as sandbox_cmd
 from bridge.app.commands.common import state
-from bridge.errors import BridgeError, NotFound
+from bridge.errors import BridgeError, ConfigError, NotFound
 
 app = typer.Typer(
     name="bridge",
@@ -35,9 +38,58 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(mappings_cmd.app, name="mappings")
-app.add_typer(sandbox_cmd.app, name="sandbox")
 app.command("reconcile")(reconcile_cmd.reconcile)
 app.command("run")(run_cmd.run)
+
+COMMAND_GROUPS = "bridge.commands"
+# Groups the bridge knows by name though another distribution provides them: without it
+# installed, the command says what to install instead of click's "No such command".
+OPTIONAL_GROUPS = {
+    "sandbox": (
+        "omni-awa-sandbox",
+        "the emulated Salesforce org and ServiceNow instance; in a checkout of the repository"
+        " `uv sync` installs it with the dev environment",
+    ),
+}
+
+
+def add_command_groups(target: typer.Typer, found: Iterable[EntryPoint]) -> list[str]:
+    """Add each entry point's Typer app (or command) under its name, then a stand-in for
+    every optional group none provided; the names added from entry points."""
+    added: list[str] = []
+    broken: list[str] = []
+    for entry in found:
+        try:
+            command = entry.load()
+        except ImportError as exc:
+            _add_missing(target, entry.name, f"cannot load {entry.value}: {exc}")
+            broken.append(entry.name)
+            continue
+        if isinstance(command, typer.Typer):
+            target.add_typer(command, name=entry.name)
+        else:
+            target.command(entry.name)(command)
+        added.append(entry.name)
+    for name, (distribution, what) in OPTIONAL_GROUPS.items():
+        if name not in added and name not in broken:
+            _add_missing(target, name, f"not installed: install {distribution} ({what})")
+    return added
+
+
+def _add_missing(target: typer.Typer, name: str, reason: str) -> None:
+    """A command that takes any arguments (``--help`` too) and fails with ``reason``."""
+
+    @target.command(
+        name,
+        help=reason,
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def missing() -> None:
+        raise ConfigError(f"bridge {name}: {reason}")
+
+
+add_command_groups(app, entry_points(group=COMMAND_GROUPS))
 
 
 def _version(value: bool) -> None:

@@ -20,13 +20,11 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import text
 
 from bridge.app.health import Check, HealthServer
 from bridge.app.runtime import Runtime
 from bridge.errors import BridgeError
 from bridge.flow.intake import Intake
-from bridge.ledger import audit
 from bridge.ledger.rows import utcnow
 from bridge.metrics import OUTBOX_DEPTH
 
@@ -84,8 +82,8 @@ class Daemon:
     def readiness(self) -> Mapping[str, Check]:
         checks: dict[str, Check] = {}
         try:
-            with self.runtime.ledger.reading() as session:
-                session.execute(text("SELECT 1"))
+            with self.runtime.ledger.reading() as tx:
+                tx.ping()
             checks["ledger"] = Check(True)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             checks["ledger"] = Check(False, f"{type(exc).__name__}: {exc}")
@@ -127,9 +125,11 @@ class Daemon:
             self._events.clear()
             try:
                 while not self._stop.is_set():
-                    stats = self.runtime.processor.process_pending(limit=200)
+                    dispatcher = self.runtime.dispatcher
+                    stats = self.runtime.processor.process_pending(limit=200, handoff=dispatcher)
+                    dispatcher.submit(stats.handed)
                     if stats.commands:
-                        self.runtime.dispatcher.wake.set()
+                        dispatcher.wake.set()
                     if stats.processed + stats.echoes + stats.skipped + stats.errors == 0:
                         break
             except Exception:
@@ -159,8 +159,8 @@ class Daemon:
 
     def _gauge_outbox(self) -> None:
         try:
-            with self.runtime.ledger.reading() as session:
-                counts = audit.stats(session)["outbox"]["by_status"]
+            with self.runtime.ledger.reading() as tx:
+                counts = tx.audit.stats()["outbox"]["by_status"]
             for status, count in counts.items():
                 OUTBOX_DEPTH.labels(status).set(count)
         except Exception:

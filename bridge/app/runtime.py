@@ -11,17 +11,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.salesforce.executor import SalesforceExecutor
 from bridge.adapters.salesforce.intake import SalesforceIntake
 from bridge.adapters.servicenow.client import ServiceNowAdapter
+from bridge.adapters.servicenow.executor import ServiceNowExecutor
 from bridge.adapters.servicenow.intake import ServiceNowIntake
 from bridge.app.settings import Settings
 from bridge.domain import Direction
 from bridge.domain.mapping import Tables, load_tables
-from bridge.flow.dispatch import Dispatcher, DispatchStats, SalesforceExecutor, ServiceNowExecutor
+from bridge.flow.dispatch import Dispatcher, DispatchStats
 from bridge.flow.intake import Intake, PollResult
 from bridge.flow.processor import Processor, ProcessStats
 from bridge.ledger.rows import utcnow
-from bridge.ledger.store import Ledger
+from bridge.ledger.sql import SqlLedger
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class Runtime:
     def __init__(
         self,
         settings: Settings,
-        ledger: Ledger,
+        ledger: SqlLedger,
         tables: Tables,
         *,
         salesforce: SalesforceAdapter,
@@ -80,7 +82,7 @@ class Runtime:
                 queue_sys_ids=[q.sn_queue_sys_id for q in queues if q.sn_queue_sys_id],
             ),
         )
-        self.processor = Processor(ledger, tables)
+        self.processor = Processor(ledger, tables, now=now)
         self.dispatcher = Dispatcher(
             ledger,
             {
@@ -96,12 +98,12 @@ class Runtime:
         cls,
         settings: Settings,
         *,
-        ledger: Ledger | None = None,
+        ledger: SqlLedger | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> Runtime:
         """``now`` is the bridge's clock (a sandbox run may follow the sandbox clock)."""
         tables = load_tables(settings.mappings_dir)
-        ledger = ledger or Ledger.from_settings(settings)
+        ledger = ledger or SqlLedger.from_settings(settings)
         return cls(
             settings,
             ledger,
@@ -128,8 +130,12 @@ class Runtime:
         now = now or self.now()
         stats = StepStats()
 
-        def drain(_: PollResult | None = None) -> None:
-            stats.processed.add(self.processor.process_pending())
+        def drain(result: PollResult | None = None) -> None:
+            processed = self.processor.process_pending(
+                handoff=self.dispatcher, news=result is not None
+            )
+            stats.processed.add(processed)
+            stats.dispatched.add(self.dispatcher.run(processed.handed))
             stats.dispatched.add(self.dispatcher.run_once())
 
         for intake in self.intakes:

@@ -56,4 +56,6 @@ class ClaimedCommand:
     attempts: int
     created_at: datetime
     segment_id: str | None = None
+    # the segment's place in its conversation (what the engine knows it by)
+    segment_seq: int | None = None
     look_first: bool = False

@@ -3,14 +3,18 @@ field and the event when a value is missing or malformed)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.domain.vocabulary import AgentWorkStatus, EventKind, System
 from bridge.errors import Permanent, Skippable
+
+if TYPE_CHECKING:
+    from bridge.domain.records import Record
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -28,10 +32,20 @@ class Event:
     source_event_id: str
     occurred_at: datetime
     record: Mapping[str, Any]
+    # Fed by a reconciler: the record as it stands once intake's grace has passed (the
+    # settled state), not a change in flight that the system may still follow up.
+    from_reconciler: bool = False
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
             raise ValueError(f"event {self.source_event_id}: occurred_at must be aware UTC")
+
+    @functools.cached_property
+    def parsed(self) -> Record:
+        """The record, typed (read once: Permanent / Skippable for bad input, each time)."""
+        from bridge.domain.records import parse  # noqa: PLC0415 - records read events
+
+        return parse(self)
 
 
 def field_value(record: Mapping[str, Any], name: str) -> Any:
@@ -42,7 +56,8 @@ def field_value(record: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def _where(event: Event) -> str:
+def where(event: Event) -> str:
+    """How an error names the event: source, kind and id."""
     return f"{event.source} {event.kind} event {event.source_event_id}"
 
 
@@ -50,7 +65,7 @@ def require_str(event: Event, name: str) -> str:
     """A non-empty string field, or Permanent naming the field and the event."""
     value = field_value(event.record, name)
     if not isinstance(value, str) or not value:
-        raise Permanent(f"{_where(event)}: field {name} missing or not a string: {value!r}")
+        raise Permanent(f"{where(event)}: field {name} missing or not a string: {value!r}")
     return value
 
 
@@ -59,7 +74,7 @@ def optional_str(event: Event, name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise Permanent(f"{_where(event)}: field {name} is not a string: {value!r}")
+        raise Permanent(f"{where(event)}: field {name} is not a string: {value!r}")
     return value
 
 
@@ -72,7 +87,7 @@ def flag(event: Event, name: str) -> bool:
         return True
     if value in (None, "", "false", "0"):
         return False
-    raise Permanent(f"{_where(event)}: field {name} is not a boolean: {value!r}")
+    raise Permanent(f"{where(event)}: field {name} is not a boolean: {value!r}")
 
 
 def number(event: Event, name: str, default: int = 0) -> int:
@@ -82,7 +97,7 @@ def number(event: Event, name: str, default: int = 0) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise Permanent(f"{_where(event)}: field {name} is not a number: {value!r}") from None
+        raise Permanent(f"{where(event)}: field {name} is not a number: {value!r}") from None
 
 
 def status_of(event: Event, name: str, enum: type[E]) -> E:
@@ -98,5 +113,5 @@ def status_of(event: Event, name: str, enum: type[E]) -> E:
     except ValueError:
         known = ", ".join(m.value for m in enum)
         raise Skippable(
-            f"{_where(event)}: unknown {name} {raw!r} (known: {known})", code="unknown_status"
+            f"{where(event)}: unknown {name} {raw!r} (known: {known})", code="unknown_status"
         ) from None

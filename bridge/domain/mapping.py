@@ -7,6 +7,7 @@ a broken table is fixed in one pass. The engine reads only the typed ``Tables``.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,14 +126,18 @@ class Policies(_Strict):
 # What each operation accepts under ``with`` in a rule (the engine fills the rest).
 OFFER_TARGETS = ("queue_agents", "event_agent")
 TRANSFER_TARGETS = ("queue_agents", "event_agent")
-CANCEL_WHICH = ("pending", "active")
+CANCEL_WHICH = ("pending", "active", "event")  # event: the work item the event reports
+AGENT_WORK_WHICH = ("current", "event")  # event: the AgentWork the event reports
 _WITH_CHOICES: dict[Operation, dict[str, tuple[str, ...]]] = {
     Operation.CREATE_AGENT_WORK: {},
     Operation.DELETE_PSR: {},
     Operation.ROUTE: {"routingType": tuple(RoutingType)},
     Operation.CANCEL_ROUTE: {"cancelReason": tuple(RouteCancelReason)},
     Operation.ASSIGN_AGENT_WORK: {},
-    Operation.UPDATE_AGENT_WORK: {"status": tuple(AgentWorkPatchStatus)},
+    Operation.UPDATE_AGENT_WORK: {
+        "status": tuple(AgentWorkPatchStatus),
+        "agent_work": AGENT_WORK_WHICH,
+    },
     Operation.CREATE_INTERACTION: {},
     Operation.OFFER: {"target": OFFER_TARGETS, "enable_auto_assign": ("true", "false")},
     Operation.TRANSFER: {"target": TRANSFER_TARGETS},
@@ -483,7 +488,15 @@ def _check_rules(doc: _Doc, rules: Sequence[Rule]) -> None:
 
 
 def _check_agent_needed(doc: _Doc, index: int, rule: Rule) -> None:
-    """What names "the event's agent" needs every trigger to be an AgentWork event."""
+    """What names "the event's agent" (or its AgentWork) needs every trigger to be an
+    AgentWork event; "the event's work item" needs awa_work_item triggers."""
+    if not all(t.value.startswith("work_item.") for t in rule.triggers):
+        for j, action in enumerate(rule.actions):
+            if action.op is Operation.CANCEL_WORK_ITEM and action.option("which", "") == "event":
+                doc.problem(
+                    ("rules", index, "actions", j, "with", "which"),
+                    "which: event needs work_item triggers (only they name an AWA work item)",
+                )
     if all(t.value.startswith("agent_work.") for t in rule.triggers):
         return
     if rule.open_segment is SegmentKind.ROUTE:
@@ -494,13 +507,27 @@ def _check_agent_needed(doc: _Doc, index: int, rule: Rule) -> None:
                 ("rules", index, "actions", j, "with", "target"),
                 "event_agent needs agent_work triggers (only they name an agent)",
             )
+        if action.option("agent_work", "") == "event":
+            doc.problem(
+                ("rules", index, "actions", j, "with", "agent_work"),
+                "agent_work: event needs agent_work triggers (only they name an AgentWork)",
+            )
 
 
 # --- loading ----------------------------------------------------------------------------
 
 
+# The variable of the ``mappings_dir`` setting: a caller that names no directory gets the
+# tables this environment configures, the same ones ``bridge run`` would load.
+MAPPINGS_DIR_VARIABLE = "BRIDGE_MAPPINGS_DIR"
+
+
 def default_directory() -> Path:
-    """The packaged tables: ``bridge/_mappings`` in a wheel, ``mappings/`` in a checkout."""
+    """``$BRIDGE_MAPPINGS_DIR`` when set, else the packaged tables: ``bridge/_mappings`` in a
+    wheel, ``mappings/`` in a checkout (whose crosswalk is an example to fill in)."""
+    configured = os.environ.get(MAPPINGS_DIR_VARIABLE)
+    if configured:
+        return Path(configured)
     package = Path(__file__).resolve().parent.parent
     packaged = package / "_mappings"
     return packaged if packaged.is_dir() else package.parent / "mappings"

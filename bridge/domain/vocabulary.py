@@ -249,6 +249,11 @@ class Trigger(StrEnum):
     INTERACTION_WRAP_UP = "interaction.wrap_up"
     INTERACTION_CLOSED_COMPLETE = "interaction.closed_complete"
     INTERACTION_CLOSED_ABANDONED = "interaction.closed_abandoned"
+    # Only records a reconciler read (the settled state, not a change in flight) mean
+    # these: what a conversation left behind that must be cleaned up.
+    PSR_ORPHANED = "psr.orphaned"
+    AGENT_WORK_STILL_ASSIGNED = "agent_work.still_assigned"
+    WORK_ITEM_STILL_PENDING = "work_item.still_pending"
 
 
 # Triggers whose event names a queue: the only ones that can open a correlation, so the

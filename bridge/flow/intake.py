@@ -1,15 +1,20 @@
 """Intake: what a system says becomes typed events in the inbox, with the stream's cursor
-moved in the same transaction (``Ledger.record_events``). A replayed change hits the
-inbox's unique key and is dropped, so delivery can be at-least-once."""
+moved in the same transaction. A replayed change hits the inbox's unique key and is
+dropped, so delivery can be at-least-once.
+
+Every stream's cursor is a ``Watermark`` (the newest change time read, and the key that
+breaks ties at that time) in one encoding, whatever system it reads."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
+from bridge.ledger.ports import Ledger, NewEvent, RecordResult
 from bridge.metrics import EVENTS_IN, INTAKE_LAG
 
 log = logging.getLogger(__name__)
@@ -19,6 +24,56 @@ log = logging.getLogger(__name__)
 # Each poll re-reads this window and the inbox drops what it has seen.
 DEFAULT_OVERLAP_SECONDS = 5.0
 PAGE = 2000
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """How far a stream has read: changes up to ``at`` and, at ``at`` itself, up to ``key``
+    (a keyset read's tie-breaker; empty when the stream reads by time alone)."""
+
+    at: datetime
+    key: str = ""
+
+    def encode(self) -> str:
+        return json.dumps({"at": self.at.isoformat(), "key": self.key}, sort_keys=True)
+
+    @classmethod
+    def decode(cls, position: str) -> Watermark:
+        """The stored cursor; the two encodings of earlier releases are read too
+        (Salesforce: an ISO time; ServiceNow: ``YYYY-MM-DD HH:MM:SS|sys_id``)."""
+        if position.startswith("{"):
+            data = json.loads(position)
+            return cls(datetime.fromisoformat(data["at"]), str(data.get("key", "")))
+        stamp, _, key = position.partition("|")
+        at = datetime.fromisoformat(stamp)
+        return cls(at if at.tzinfo else at.replace(tzinfo=UTC), key)
+
+
+class StreamRecorder:
+    """What an intake needs of the ledger: its streams' watermarks, and events recorded
+    with the watermark they reach in one transaction."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def watermark(self, stream: str) -> Watermark | None:
+        with self._ledger.reading() as tx:
+            position = tx.cursors.get(stream)
+        return None if position is None else Watermark.decode(position)
+
+    def record(
+        self, stream: str, events: Sequence[NewEvent], reached: Watermark | None
+    ) -> RecordResult:
+        if not events and reached is None:
+            return RecordResult([], [], None)  # nothing to write: no transaction
+        with self._ledger.transaction() as tx:
+            return tx.inbox.record(stream, events, None if reached is None else reached.encode())
+
+    def forget(self, *streams: str) -> None:
+        """The streams start over, as on first start."""
+        with self._ledger.transaction() as tx:
+            for stream in streams:
+                tx.cursors.delete(stream)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,21 @@
-"""The ledger: inbox, correlations and segments, outbox, cursors, reconciliation runs."""
+"""The ledger: inbox and cursors, correlations and segments, outbox, reconciliation runs.
 
+``ports`` names the roles; ``sql`` implements them on SQLite and PostgreSQL, ``memory`` in
+memory (for engine and processor tests). Nothing outside this package holds a session.
+"""
+
+from bridge.ledger.ports import (
+    CommandState,
+    Enqueued,
+    EventState,
+    Ledger,
+    LedgerTx,
+    NewCommand,
+    NewEvent,
+    PendingEvent,
+    RecordResult,
+    Saved,
+)
 from bridge.ledger.rows import (
     Correlation,
     Cursor,
@@ -9,11 +25,14 @@ from bridge.ledger.rows import (
     ReconcileRun,
     Segment,
 )
-from bridge.ledger.store import Ledger, LedgerTx, NewCommand, NewEvent, RecordResult
+from bridge.ledger.sql import SqlLedger, SqlTx
 
 __all__ = [
+    "CommandState",
     "Correlation",
     "Cursor",
+    "Enqueued",
+    "EventState",
     "Finding",
     "InboxEvent",
     "Ledger",
@@ -21,7 +40,11 @@ __all__ = [
     "NewCommand",
     "NewEvent",
     "OutboxCommand",
+    "PendingEvent",
     "ReconcileRun",
     "RecordResult",
+    "Saved",
     "Segment",
+    "SqlLedger",
+    "SqlTx",
 ]

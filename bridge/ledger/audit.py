@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
 
 from bridge.errors import NotFound
+from bridge.ledger.lookups import find_correlation_id
 from bridge.ledger.rows import (
     Correlation,
     Cursor,
@@ -23,7 +24,6 @@ from bridge.ledger.rows import (
     ReconcileRun,
     Segment,
 )
-from bridge.ledger.store import find_correlation_id
 
 M = TypeVar("M", bound=SQLModel)
 
@@ -85,18 +85,6 @@ def _filtered(flt: CorrelationFilter) -> Select[Correlation]:
     return stmt.order_by(col(Correlation.created_at).desc(), col(Correlation.id))
 
 
-def list_correlations(session: Session, flt: CorrelationFilter, limit: int) -> list[Correlation]:
-    """Newest first."""
-    return list(session.scalars(_filtered(flt).limit(limit)))
-
-
-def iter_correlations(
-    session: Session, flt: CorrelationFilter, batch: int = 1000
-) -> Iterator[Correlation]:
-    """Every matching correlation, streamed (for exports)."""
-    yield from session.scalars(_filtered(flt).execution_options(yield_per=batch))
-
-
 @dataclass
 class CorrelationDetail:
     """A correlation with everything recorded about it."""
@@ -106,29 +94,6 @@ class CorrelationDetail:
     events: list[InboxEvent] = field(default_factory=list)
     commands: list[OutboxCommand] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-
-
-def _rows(session: Session, model: type[M], correlation_id: str, order: Any) -> list[M]:
-    stmt = select(model).where(col(model.correlation_id) == correlation_id)  # type: ignore[attr-defined]
-    return list(session.scalars(stmt.order_by(order)))
-
-
-def correlation_detail(session: Session, any_id: str) -> CorrelationDetail:
-    """Look up by any id (see ``find_correlation_id``); ``NotFound`` if none matches."""
-    found = find_correlation_id(session, any_id)
-    corr = None if found is None else session.get(Correlation, found)
-    if corr is None:
-        raise NotFound(
-            f"no correlation has the id {any_id!r} (correlation id, PSR / work item / "
-            "AgentWork id, sys_id or external_segment_id)"
-        )
-    return CorrelationDetail(
-        correlation=corr,
-        segments=_rows(session, Segment, corr.id, col(Segment.seq)),
-        events=_rows(session, InboxEvent, corr.id, col(InboxEvent.id)),
-        commands=_rows(session, OutboxCommand, corr.id, col(OutboxCommand.created_at)),
-        findings=_rows(session, Finding, corr.id, col(Finding.created_at)),
-    )
 
 
 @dataclass(frozen=True)
@@ -215,94 +180,134 @@ def timeline(detail: CorrelationDetail) -> list[TimelineEntry]:
     return sorted(entries, key=lambda e: e.at)
 
 
-def _counts(session: Session, column: Any) -> dict[str, int]:
-    rows = session.execute(select(column, func.count()).group_by(column))
-    return {str(key): int(n) for key, n in rows}
+class AuditReader:
+    """The audit queries over one read transaction."""
 
+    def __init__(self, session: Session) -> None:
+        self._session = session
 
-def stats(session: Session) -> dict[str, Any]:
-    """Counts by state and status, open correlations, the oldest unfinished command,
-    intake cursors and the last reconciliation."""
-    open_count = session.execute(
-        select(func.count()).where(col(Correlation.closed_at).is_(None))
-    ).scalar_one()
-    oldest = session.execute(
-        select(func.min(col(OutboxCommand.created_at))).where(
-            col(OutboxCommand.status).in_(("pending", "claimed", "failed"))
+    def list_correlations(self, flt: CorrelationFilter, limit: int) -> list[Correlation]:
+        """Newest first."""
+        return list(self._session.scalars(_filtered(flt).limit(limit)))
+
+    def iter_correlations(self, flt: CorrelationFilter, batch: int = 1000) -> Iterator[Correlation]:
+        """Every matching correlation, streamed (for exports)."""
+        yield from self._session.scalars(_filtered(flt).execution_options(yield_per=batch))
+
+    def _rows(self, model: type[M], correlation_id: str, order: Any) -> list[M]:
+        stmt = select(model).where(col(model.correlation_id) == correlation_id)  # type: ignore[attr-defined]
+        return list(self._session.scalars(stmt.order_by(order)))
+
+    def correlation_detail(self, any_id: str) -> CorrelationDetail:
+        """Look up by any id (see ``find_correlation_id``); ``NotFound`` if none matches."""
+        found = find_correlation_id(self._session, any_id)
+        corr = None if found is None else self._session.get(Correlation, found)
+        if corr is None:
+            raise NotFound(
+                f"no correlation has the id {any_id!r} (correlation id, PSR / work item / "
+                "AgentWork id, sys_id or external_segment_id)"
+            )
+        return CorrelationDetail(
+            correlation=corr,
+            segments=self._rows(Segment, corr.id, col(Segment.seq)),
+            events=self._rows(InboxEvent, corr.id, col(InboxEvent.id)),
+            commands=self._rows(OutboxCommand, corr.id, col(OutboxCommand.created_at)),
+            findings=self._rows(Finding, corr.id, col(Finding.created_at)),
         )
-    ).scalar()
-    last_run = session.scalars(
-        select(ReconcileRun).order_by(col(ReconcileRun.started_at).desc()).limit(1)
-    ).first()
-    by_state = _counts(session, col(Correlation.state))
-    return {
-        "correlations": {
-            "total": sum(by_state.values()),
-            "open": int(open_count),
-            "by_state": by_state,
-            "by_direction": _counts(session, col(Correlation.direction)),
-        },
-        "segments": {"by_outcome": _counts(session, func.coalesce(col(Segment.outcome), "open"))},
-        "inbox": {"by_status": _counts(session, col(InboxEvent.status))},
-        "outbox": {
-            "by_status": _counts(session, col(OutboxCommand.status)),
-            "oldest_unfinished_at": oldest,
-        },
-        "cursors": {
-            c.stream: {"position": c.position, "updated_at": c.updated_at}
-            for c in session.scalars(select(Cursor).order_by(col(Cursor.stream)))
-        },
-        "last_reconcile_run": None if last_run is None else last_run.model_dump(),
-    }
 
+    def _counts(self, column: Any) -> dict[str, int]:
+        rows = self._session.execute(select(column, func.count()).group_by(column))
+        return {str(key): int(n) for key, n in rows}
 
-def reconcile_runs(session: Session, limit: int) -> list[tuple[ReconcileRun, dict[str, int]]]:
-    """The latest runs, newest first, each with its finding counts by status."""
-    runs = list(
-        session.scalars(
-            select(ReconcileRun).order_by(col(ReconcileRun.started_at).desc()).limit(limit)
+    def stats(self) -> dict[str, Any]:
+        """Counts by state and status, open correlations, the oldest unfinished command,
+        intake cursors and the last reconciliation."""
+        open_count = self._session.execute(
+            select(func.count()).where(col(Correlation.closed_at).is_(None))
+        ).scalar_one()
+        oldest = self._session.execute(
+            select(func.min(col(OutboxCommand.created_at))).where(
+                col(OutboxCommand.status).in_(("pending", "claimed", "failed"))
+            )
+        ).scalar()
+        last_run = self._session.scalars(
+            select(ReconcileRun).order_by(col(ReconcileRun.started_at).desc()).limit(1)
+        ).first()
+        by_state = self._counts(col(Correlation.state))
+        return {
+            "correlations": {
+                "total": sum(by_state.values()),
+                "open": int(open_count),
+                "by_state": by_state,
+                "by_direction": self._counts(col(Correlation.direction)),
+            },
+            "segments": {"by_outcome": self._counts(func.coalesce(col(Segment.outcome), "open"))},
+            "inbox": {"by_status": self._counts(col(InboxEvent.status))},
+            "outbox": {
+                "by_status": self._counts(col(OutboxCommand.status)),
+                "oldest_unfinished_at": oldest,
+            },
+            "cursors": {
+                c.stream: {"position": c.position, "updated_at": c.updated_at}
+                for c in self._session.scalars(select(Cursor).order_by(col(Cursor.stream)))
+            },
+            "last_reconcile_run": None if last_run is None else last_run.model_dump(),
+        }
+
+    def command_latencies(self) -> list[tuple[datetime, datetime]]:
+        """(event received, command completed) of every completed command an event caused."""
+        stmt = (
+            select(col(InboxEvent.received_at), col(OutboxCommand.completed_at))
+            .join(OutboxCommand, col(OutboxCommand.caused_by_event_id) == col(InboxEvent.id))
+            .where(col(OutboxCommand.completed_at).is_not(None))
         )
-    )
-    counts: dict[str, dict[str, int]] = {run.id: {} for run in runs}
-    if runs:
-        rows = session.execute(
-            select(col(Finding.run_id), col(Finding.status), func.count())
-            .where(col(Finding.run_id).in_(list(counts)))
-            .group_by(col(Finding.run_id), col(Finding.status))
+        return [(a, b) for a, b in self._session.execute(stmt) if a and b]
+
+    def reconcile_runs(self, limit: int) -> list[tuple[ReconcileRun, dict[str, int]]]:
+        """The latest runs, newest first, each with its finding counts by status."""
+        runs = list(
+            self._session.scalars(
+                select(ReconcileRun).order_by(col(ReconcileRun.started_at).desc()).limit(limit)
+            )
         )
-        for run_id, status, n in rows:
-            counts[run_id][status] = int(n)
-    return [(run, counts[run.id]) for run in runs]
+        counts: dict[str, dict[str, int]] = {run.id: {} for run in runs}
+        if runs:
+            rows = self._session.execute(
+                select(col(Finding.run_id), col(Finding.status), func.count())
+                .where(col(Finding.run_id).in_(list(counts)))
+                .group_by(col(Finding.run_id), col(Finding.status))
+            )
+            for run_id, status, n in rows:
+                counts[run_id][status] = int(n)
+        return [(run, counts[run.id]) for run in runs]
 
+    def run_findings(self, run_id: str) -> tuple[ReconcileRun, Sequence[Finding]]:
+        run = self._session.get(ReconcileRun, run_id)
+        if run is None:
+            raise NotFound(f"no reconcile run {run_id!r}")
+        findings = self._session.scalars(
+            select(Finding).where(col(Finding.run_id) == run_id).order_by(col(Finding.created_at))
+        )
+        return run, list(findings)
 
-def run_findings(session: Session, run_id: str) -> tuple[ReconcileRun, Sequence[Finding]]:
-    run = session.get(ReconcileRun, run_id)
-    if run is None:
-        raise NotFound(f"no reconcile run {run_id!r}")
-    findings = session.scalars(
-        select(Finding).where(col(Finding.run_id) == run_id).order_by(col(Finding.created_at))
-    )
-    return run, list(findings)
-
-
-def inbox_events(
-    session: Session,
-    *,
-    statuses: Sequence[str] = (),
-    source: str | None = None,
-    kind: str | None = None,
-    since: datetime | None = None,
-    limit: int = 50,
-) -> list[InboxEvent]:
-    """Inbox events, newest first: what intake received and what became of each (the
-    place where bad input, refused with its reason, stays visible)."""
-    stmt = select(InboxEvent)
-    if statuses:
-        stmt = stmt.where(col(InboxEvent.status).in_(statuses))
-    if source:
-        stmt = stmt.where(col(InboxEvent.source) == source)
-    if kind:
-        stmt = stmt.where(col(InboxEvent.kind) == kind)
-    if since is not None:
-        stmt = stmt.where(col(InboxEvent.received_at) >= since)
-    return list(session.scalars(stmt.order_by(col(InboxEvent.id).desc()).limit(limit)))
+    def inbox_events(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        source: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[InboxEvent]:
+        """Inbox events, newest first: what intake received and what became of each (the
+        place where bad input, refused with its reason, stays visible)."""
+        stmt = select(InboxEvent)
+        if statuses:
+            stmt = stmt.where(col(InboxEvent.status).in_(statuses))
+        if source:
+            stmt = stmt.where(col(InboxEvent.source) == source)
+        if kind:
+            stmt = stmt.where(col(InboxEvent.kind) == kind)
+        if since is not None:
+            stmt = stmt.where(col(InboxEvent.received_at) >= since)
+        return list(self._session.scalars(stmt.order_by(col(InboxEvent.id).desc()).limit(limit)))

@@ -83,6 +83,11 @@ def make_engine(url: str) -> Engine:
     )
 
 
+def masked_url(url: str) -> str:
+    """A ledger URL as it may be shown: the password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def describe(engine: Engine) -> str:
     """The ledger's URL with the password masked, for messages."""
     return engine.url.render_as_string(hide_password=True)

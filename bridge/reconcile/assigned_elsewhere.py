@@ -1,6 +1,7 @@
 """AgentWork still Assigned (pushed, not accepted) while the conversation was accepted by
-someone else, or is over: two agents would hold one conversation. The stale AgentWork is
-cancelled (``PATCH /agentWork`` Cancel). A Salesforce transfer to an agent (the bridge's
+someone else, or is over: two agents would hold one conversation. The AgentWork as read is
+fed to the inbox; the engine sees it left behind (``agent_work.still_assigned``) and
+cancels it (``PATCH /agentWork`` Cancel). A Salesforce transfer to an agent (the bridge's
 ``transferring`` state) keeps an Assigned AgentWork on purpose and is left alone."""
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from bridge import engine
 from bridge.adapters.salesforce.client import parse_sf_datetime, soql_datetime
-from bridge.domain import AgentWorkPatchStatus, AgentWorkStatus, CorrelationState, Operation
-from bridge.domain.sf_ids import to15
-from bridge.ledger.store import NewCommand
-from bridge.reconcile.base import Context, PlannedFinding, Repairs
+from bridge.domain import AgentWorkStatus, CorrelationState, EventKind, Operation
+from bridge.ledger.lookups import CorrelationSummary
+from bridge.ledger.ports import NewEvent
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import (
     FINAL_STATES,
-    Facts,
     bridge_agent_work,
     correlations_by,
     scan_soql,
@@ -24,19 +25,22 @@ from bridge.reconcile.reads import (
 )
 
 KIND = "assigned_elsewhere"
-FIELDS = ("UserId", "WorkItemId", "PendingServiceRoutingId", "CreatedDate")
+FIELDS = (
+    "Status",
+    "UserId",
+    "WorkItemId",
+    "PendingServiceRoutingId",
+    "CreatedDate",
+    "SystemModstamp",
+)
 
 
-def elsewhere(corr: Facts, user_id: str | None, *, made_by_bridge: bool) -> bool:
+def elsewhere(corr: CorrelationSummary, user_id: str | None, *, made_by_bridge: bool) -> bool:
     """Over: any Assigned AgentWork is stale. Accepted: an AgentWork the bridge made for
     another agent is stale (one made by Salesforce for another agent is a transfer the
     bridge has yet to hear of, and is left alone)."""
-    if corr.state in FINAL_STATES:
-        return True
-    return (
-        corr.state == CorrelationState.ACTIVE
-        and made_by_bridge
-        and sf18(corr.sf_user_id) != user_id
+    return engine.agent_work_stale(
+        CorrelationState(corr.state), sf18(corr.sf_user_id), user_id, made_by_bridge=made_by_bridge
     )
 
 
@@ -64,19 +68,15 @@ class AssignedElsewhere(Repairs):
                     yield self._finding(corr, work)
 
     @staticmethod
-    def _finding(corr: Facts, work: dict[str, Any]) -> PlannedFinding:
+    def _finding(corr: CorrelationSummary, work: dict[str, Any]) -> PlannedFinding:
         work_id = sf18(work["Id"]) or str(work["Id"])
-        command = NewCommand(
-            idempotency_key=f"reconcile:{KIND}:{work_id}",
+        event = NewEvent(
+            source=SOURCE,
+            source_event_id=f"reconcile:{KIND}:{work_id}:{work['SystemModstamp']}",
+            kind=EventKind.AGENT_WORK.value,
+            occurred_at=parse_sf_datetime(work["SystemModstamp"]),
+            payload=work,
             correlation_id=corr.id,
-            system=Operation.UPDATE_AGENT_WORK.system.value,
-            operation=Operation.UPDATE_AGENT_WORK.value,
-            payload={
-                "workId": to15(work_id),
-                "workItemId": to15(str(work["WorkItemId"])),
-                "status": AgentWorkPatchStatus.CANCEL.value,
-                "contextType": "Agent",
-            },
         )
         holder = "nobody: it is over" if corr.state in FINAL_STATES else corr.sf_user_id
         return PlannedFinding(
@@ -86,9 +86,8 @@ class AssignedElsewhere(Repairs):
                 f"AgentWork {work_id} of {work['UserId']} is still Assigned; the conversation "
                 f"is {corr.state}, held by {holder}"
             ),
-            action=command.operation,
+            action=Operation.UPDATE_AGENT_WORK.value,
             correlation_id=corr.id,
             detail={"user": work["UserId"], "state": corr.state},
-            commands=(command,),
-            expect=(f"agent_work_id:{work_id}:{AgentWorkStatus.CANCELED.value}",),
+            events=(event,),
         )

@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlmodel import col
-
 from bridge.adapters.salesforce.client import SalesforceApi
 from bridge.adapters.servicenow.client import ServiceNowApi
 from bridge.domain.mapping import Tables
 from bridge.errors import ConfigError
 from bridge.flow.dispatch import DEFAULT_MAX_ATTEMPTS
-from bridge.ledger.rows import Finding, InboxEvent, OutboxCommand
-from bridge.ledger.store import Ledger, LedgerTx, NewCommand, NewEvent
+from bridge.ledger.ports import NewCommand, NewEvent
+from bridge.ledger.rows import Finding
+from bridge.ledger.sql import SqlLedger, SqlTx
 from bridge.metrics import RECONCILE_FINDINGS
 
 log = logging.getLogger(__name__)
@@ -71,7 +69,7 @@ class Options:
 class Context:
     """What a reconciler reads from and writes to."""
 
-    ledger: Ledger
+    ledger: SqlLedger
     tables: Tables
     salesforce: SalesforceApi
     servicenow: ServiceNowApi
@@ -92,9 +90,6 @@ class PlannedFinding:
     detail: Mapping[str, Any] = field(default_factory=dict)
     commands: tuple[NewCommand, ...] = ()
     events: tuple[NewEvent, ...] = ()
-    # Echo keys of the changes the commands cause (the engine's ``data["expect"]``), so the
-    # events that report them are recognised as the bridge's own.
-    expect: tuple[str, ...] = ()
 
 
 @dataclass
@@ -113,31 +108,28 @@ class Reconciler(Protocol):
 
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]: ...
 
-    def apply(self, ctx: Context, tx: LedgerTx, finding: PlannedFinding) -> Outcome: ...
+    def apply(self, ctx: Context, tx: SqlTx, finding: PlannedFinding) -> Outcome: ...
 
 
-def write_repair(tx: LedgerTx, finding: PlannedFinding) -> Outcome:
+def write_repair(tx: SqlTx, finding: PlannedFinding) -> Outcome:
     """Enqueue the finding's commands and record its events in ``tx``.
 
     A command whose key is already in the outbox (an earlier run's repair) is not written
     twice: the finding is ``skipped`` while that command is still on its way, and
     ``unresolved`` (saying how it ended) when it finished and the drift is still there."""
-    written = tx.enqueue(*finding.commands)
-    if written and finding.expect and finding.correlation_id:
-        _expect(tx, finding.correlation_id, finding.expect)
-    event_ids = [_record_event(tx, e) for e in finding.events]
+    written = tx.outbox.enqueue(*finding.commands)
+    event_ids = [tx.inbox.add(e, STREAM) for e in finding.events]
     new_events = [i for i in event_ids if i is not None]
-    command_ids = [c.id for c in written]
+    command_ids = list(written.ids)
     if len(new_events) < len(finding.events):
         return Outcome("skipped", "an earlier run fed the same event", command_ids, new_events)
-    if tx.duplicate_keys:
-        return _earlier_repair(tx, tx.duplicate_keys, command_ids)
+    if written.duplicate_keys:
+        return _earlier_repair(tx, written.duplicate_keys, command_ids)
     return Outcome("applied", None, command_ids, new_events)
 
 
-def _earlier_repair(tx: LedgerTx, keys: Sequence[str], command_ids: list[str]) -> Outcome:
-    stmt = select(OutboxCommand).where(col(OutboxCommand.idempotency_key).in_(keys))
-    earlier = list(tx.session.scalars(stmt))
+def _earlier_repair(tx: SqlTx, keys: Sequence[str], command_ids: list[str]) -> Outcome:
+    earlier = tx.outbox.states(keys=keys)
     unfinished = [c for c in earlier if c.status not in FINAL_COMMAND_STATUSES]
     if unfinished:
         return Outcome(
@@ -155,45 +147,10 @@ def _earlier_repair(tx: LedgerTx, keys: Sequence[str], command_ids: list[str]) -
     )
 
 
-def _expect(tx: LedgerTx, correlation_id: str, keys: Sequence[str]) -> None:
-    corr = tx.get_correlation(correlation_id)
-    if corr is None:
-        return
-    data = dict(corr.data or {})
-    expected = list(data.get("expect", []))
-    expected += [k for k in keys if k not in expected]
-    tx.update_correlation(corr, corr.version, data={**data, "expect": expected})
-
-
-def _record_event(tx: LedgerTx, event: NewEvent) -> int | None:
-    """An inbox event in the caller's transaction; None if it is already there."""
-    exists = tx.session.execute(
-        select(col(InboxEvent.id)).where(
-            col(InboxEvent.source) == event.source,
-            col(InboxEvent.source_event_id) == event.source_event_id,
-        )
-    ).first()
-    if exists is not None:
-        return None
-    row = InboxEvent(
-        source=event.source,
-        stream=STREAM,
-        source_event_id=event.source_event_id,
-        kind=event.kind,
-        occurred_at=event.occurred_at,
-        payload=dict(event.payload),
-        correlation_id=event.correlation_id,
-    )
-    tx.session.add(row)
-    tx.session.flush()
-    assert row.id is not None
-    return row.id
-
-
 class Repairs:
     """The usual ``apply``: write the finding's commands and events."""
 
-    def apply(self, ctx: Context, tx: LedgerTx, finding: PlannedFinding) -> Outcome:
+    def apply(self, ctx: Context, tx: SqlTx, finding: PlannedFinding) -> Outcome:
         del ctx
         return write_repair(tx, finding)
 
@@ -279,7 +236,7 @@ class RunReport:
 class _Pending:
     """Findings not yet in the ledger, written in batches."""
 
-    ledger: Ledger
+    ledger: SqlLedger
     run_id: str
     rows: list[Finding] = field(default_factory=list)
 
@@ -292,7 +249,7 @@ class _Pending:
         if not self.rows:
             return
         with self.ledger.transaction() as tx:
-            tx.session.add_all(self.rows)
+            tx.runs.add(*self.rows)
         self.rows = []
 
 
@@ -335,7 +292,8 @@ def run(
     chosen = select_reconcilers(names, known)
     mode = "apply" if apply else "dry_run"
     started = time.monotonic()
-    run_row = ctx.ledger.start_run([r.name for r in chosen], mode)
+    with ctx.ledger.transaction() as tx:
+        run_row = tx.runs.start([r.name for r in chosen], mode)
     report = RunReport(run_row.id, mode, run_row.started_at)
     pending = _Pending(ctx.ledger, run_row.id)
     written: list[tuple[Finding, Outcome]] = []
@@ -374,7 +332,8 @@ def run(
         "failed_reconcilers": report.failed_reconcilers,
         "counts": report.counts(),
     }
-    ctx.ledger.finish_run(run_row.id, status, summary)
+    with ctx.ledger.transaction() as tx:
+        tx.runs.finish(run_row.id, status, summary)
     return report
 
 
@@ -387,20 +346,19 @@ def _apply_one(
         with ctx.ledger.transaction() as tx:
             outcome = reconciler.apply(ctx, tx, finding)
             row = _finding_row(ctx, run_id, reconciler.name, finding, outcome)
-            tx.session.add(row)
+            tx.runs.add(row)
     except Exception as exc:  # noqa: BLE001 - recorded as the finding's outcome
         log.warning("%s: repair of %s failed: %s", reconciler.name, finding.subject, exc)
         outcome = Outcome("failed", f"repair not written: {type(exc).__name__}: {exc}")
         row = _finding_row(ctx, run_id, reconciler.name, finding, outcome)
         with ctx.ledger.transaction() as tx:
-            tx.session.add(row)
+            tx.runs.add(row)
     return row, outcome
 
 
-def _run_findings(ledger: Ledger, run_id: str) -> list[Finding]:
-    stmt = select(Finding).where(col(Finding.run_id) == run_id)
-    with ledger.reading() as session:
-        return list(session.scalars(stmt.order_by(col(Finding.created_at), col(Finding.id))))
+def _run_findings(ledger: SqlLedger, run_id: str) -> list[Finding]:
+    with ledger.reading() as tx:
+        return tx.runs.findings(run_id)
 
 
 def _finding_dict(row: Finding) -> dict[str, Any]:
@@ -431,34 +389,15 @@ def _settle(ctx: Context, pipeline: Pipeline, written: list[tuple[Finding, Outco
             time.sleep(0.1)  # retries wait for their back-off
     with ctx.ledger.transaction() as tx:
         for row, _ in tracked:
-            status, reason = verdicts[row.id]
-            found = tx.session.get(Finding, row.id)
-            if found is not None:
-                found.status = status
-                found.reason = reason or found.reason
+            tx.runs.set_status(row.id, *verdicts[row.id])
 
 
-def _verdict(ledger: Ledger, outcome: Outcome) -> tuple[str, str | None]:
+def _verdict(ledger: SqlLedger, outcome: Outcome) -> tuple[str, str | None]:
     """applied (every command confirmed, every event processed), failed (a command dead or
     an event in error, with why) or unresolved (still on its way)."""
-    with ledger.reading() as session:
-        events = (
-            list(
-                session.scalars(select(InboxEvent).where(col(InboxEvent.id).in_(outcome.event_ids)))
-            )
-            if outcome.event_ids
-            else []
-        )
-        caused = select(OutboxCommand).where(
-            col(OutboxCommand.caused_by_event_id).in_(outcome.event_ids)
-        )
-        commands = list(
-            session.scalars(
-                select(OutboxCommand).where(col(OutboxCommand.id).in_(outcome.command_ids))
-            )
-        )
-        if outcome.event_ids:
-            commands += list(session.scalars(caused))
+    with ledger.reading() as tx:
+        events = tx.inbox.states(outcome.event_ids)
+        commands = tx.outbox.states(ids=outcome.command_ids, caused_by=outcome.event_ids)
     for event in events:
         if event.status in ("error", "skipped"):
             return "failed", f"event {event.source_event_id}: {event.error}"

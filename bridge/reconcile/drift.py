@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from sqlmodel import col
-
 from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.adapters.servicenow.intake import parse_sn_datetime
 from bridge.domain import CorrelationState
-from bridge.ledger.rows import Correlation
 from bridge.reconcile.base import Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import (
     OPEN_STATES,
@@ -63,11 +60,7 @@ class Drift(Repairs):
         opened = [
             _Open(*row)
             for page in correlation_rows(
-                ctx,
-                _Open.COLUMNS,
-                col(Correlation.state).in_(OPEN_STATES),
-                col(Correlation.updated_at) < settled,
-                since=since,
+                ctx, _Open.COLUMNS, states=OPEN_STATES, updated_before=settled, since=since
             )
             for row in page
         ]

@@ -9,51 +9,27 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import aliased
-from sqlmodel import col
-
 from bridge.adapters.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
 from bridge.domain import CorrelationState, EventKind, Operation, WorkItemState
-from bridge.ledger.rows import Correlation, InboxEvent, OutboxCommand, Segment
-from bridge.ledger.store import NewEvent
+from bridge.ledger.lookups import BATCH as LEDGER_BATCH
+from bridge.ledger.lookups import OpenOffer, chunks
+from bridge.ledger.ports import NewEvent
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
-from bridge.reconcile.reads import LEDGER_BATCH, PAGE, chunks
+from bridge.reconcile.reads import PAGE
 
 KIND = "offer_timeout"
 INTAKE_SOURCE = "servicenow"
 FIELDS = ("sys_updated_on", "sys_mod_count", *WORK_ITEM_FIELDS)
 
 
-def _open_offers(ctx: Context, since: datetime | None) -> Iterator[list[Segment]]:
+def _open_offers(ctx: Context, since: datetime | None) -> Iterator[list[OpenOffer]]:
     """The newest segment of each ``offered`` correlation, when it is an open offer with a
     work item; keyset pages by correlation id."""
-    later = aliased(Segment)
-    stmt = (
-        select(Segment)
-        .join(Correlation, col(Correlation.id) == col(Segment.correlation_id))
-        .where(
-            col(Correlation.state) == CorrelationState.OFFERED.value,
-            col(Segment.outcome).is_(None),
-            col(Segment.sn_work_item_sys_id).is_not(None),
-            col(Segment.kind).in_(("offer", "transfer")),
-            ~exists().where(
-                col(later.correlation_id) == col(Segment.correlation_id),
-                col(later.seq) > col(Segment.seq),
-            ),
-        )
-    )
-    if since is not None:
-        stmt = stmt.where(col(Correlation.updated_at) >= since)
     last = ""
     while True:
-        with ctx.ledger.reading() as session:
-            page = list(
-                session.scalars(
-                    stmt.where(col(Segment.correlation_id) > last)
-                    .order_by(col(Segment.correlation_id))
-                    .limit(PAGE)
-                )
+        with ctx.ledger.reading() as tx:
+            page = tx.lookups.open_offers(
+                CorrelationState.OFFERED.value, after=last, limit=PAGE, since=since
             )
         if not page:
             return
@@ -61,38 +37,31 @@ def _open_offers(ctx: Context, since: datetime | None) -> Iterator[list[Segment]
         last = page[-1].correlation_id
 
 
-def _timeouts(ctx: Context, segments: Sequence[Segment]) -> dict[str, int]:
+def _timeouts(ctx: Context, offers: Sequence[OpenOffer]) -> dict[str, int]:
     """Segment id → the time-out its offer was sent with (the policy default if none)."""
-    operations = (Operation.OFFER.value, Operation.TRANSFER.value)
-    stmt = select(col(OutboxCommand.segment_id), col(OutboxCommand.payload)).where(
-        col(OutboxCommand.segment_id).in_([s.id for s in segments]),
-        col(OutboxCommand.operation).in_(operations),
-    )
     default = ctx.tables.policies.offer_timeout_default
-    found = {s.id: default for s in segments}
-    with ctx.ledger.reading() as session:
-        for segment_id, payload in session.execute(stmt):
-            timeout = (payload or {}).get("timeout")
-            if segment_id is not None and isinstance(timeout, int) and timeout > 0:
-                found[segment_id] = timeout
+    found = {o.segment_id: default for o in offers}
+    operations = (Operation.OFFER.value, Operation.TRANSFER.value)
+    with ctx.ledger.reading() as tx:
+        sent = tx.lookups.command_payloads([o.segment_id for o in offers], operations)
+    for segment_id, payload in sent:
+        timeout = payload.get("timeout")
+        if isinstance(timeout, int) and timeout > 0:
+            found[segment_id] = timeout
     return found
 
 
 def _already_read(ctx: Context, rows: Sequence[dict[str, str]]) -> set[str]:
     """Source event ids intake has already recorded for these work item versions."""
-    ids = [_intake_id(r) for r in rows]
-    stmt = select(col(InboxEvent.source_event_id)).where(
-        col(InboxEvent.source) == INTAKE_SOURCE, col(InboxEvent.source_event_id).in_(ids)
-    )
-    with ctx.ledger.reading() as session:
-        return set(session.scalars(stmt))
+    with ctx.ledger.reading() as tx:
+        return tx.lookups.inbox_seen(INTAKE_SOURCE, [_intake_id(r) for r in rows])
 
 
 def _intake_id(row: dict[str, str]) -> str:
     return f"awa_work_item:{row['sys_id']}:{row.get('sys_mod_count', '')}"
 
 
-def _still_offered(row: dict[str, str], segment: Segment) -> bool:
+def _still_offered(row: dict[str, str], segment: OpenOffer) -> bool:
     return (
         row.get("state") == WorkItemState.PENDING_ACCEPT.value
         and row.get("active") == "true"
@@ -109,14 +78,13 @@ class OfferTimeout(Repairs):
             for batch in chunks(page, LEDGER_BATCH):
                 yield from self._plan_batch(ctx, batch)
 
-    def _plan_batch(self, ctx: Context, segments: Sequence[Segment]) -> Iterator[PlannedFinding]:
+    def _plan_batch(self, ctx: Context, segments: Sequence[OpenOffer]) -> Iterator[PlannedFinding]:
         timeouts = _timeouts(ctx, segments)
         grace = ctx.options.offer_grace
         overdue = {
             s.sn_work_item_sys_id: s
             for s in segments
-            if s.sn_work_item_sys_id
-            and s.opened_at + timedelta(seconds=timeouts[s.id]) + grace < ctx.now
+            if s.opened_at + timedelta(seconds=timeouts[s.segment_id]) + grace < ctx.now
         }
         if not overdue:
             return
@@ -138,7 +106,7 @@ class OfferTimeout(Repairs):
                 yield self._finding(segment, row)
 
     @staticmethod
-    def _finding(segment: Segment, row: dict[str, Any]) -> PlannedFinding:
+    def _finding(segment: OpenOffer, row: dict[str, Any]) -> PlannedFinding:
         sys_id = row["sys_id"]
         flags = [f for f in ("rejected", "timed_out") if row.get(f) == "true"]
         event = NewEvent(

@@ -3,10 +3,11 @@ Salesforce (the customer left, the work was closed): an agent would be offered a
 conversation.
 
 When the bridge never heard of the end (its correlation is still open), the Salesforce
-work item's status is fed to the inbox as if intake had read it: the engine then does the
-whole clean-up its rules say (cancel the offer, close the interaction, delete the orphaned
-PSR). When the bridge knew (the correlation is over) but the AWA item survived, or the
-Salesforce work item is gone altogether, the item is cancelled directly."""
+work item's status (or its deletion) is fed to the inbox as if intake had read it: the
+engine then does the whole clean-up its rules say (cancel the offer, close the interaction,
+delete the orphaned PSR). When the bridge knew (the correlation is over) but the AWA item
+survived, the item as read is fed: the engine sees it left behind
+(``work_item.still_pending``) and cancels it."""
 
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.adapters.salesforce.client import parse_sf_datetime
-from bridge.domain import CancelReason, EventKind, Operation, WorkItemState
+from bridge.adapters.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
+from bridge.domain import EventKind, Operation, WorkItemState
 from bridge.engine import SF_WORK_ITEM_ENDED
-from bridge.ledger.store import NewCommand, NewEvent
+from bridge.ledger.lookups import CorrelationSummary
+from bridge.ledger.ports import NewEvent
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
-from bridge.reconcile.reads import FINAL_STATES, Facts, correlations_by, scan_sn, sn_queue_refs
+from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_sn, sn_queue_refs
 
 KIND = "pending_awa"
-WORK_ITEM_FIELDS = ("state", "document_id", "queue", "assigned_to", "external_segment_id")
-# Status values of a Salesforce work item (MessagingSession, Case) once it is over.
+FIELDS = ("sys_updated_on", "sys_mod_count", *WORK_ITEM_FIELDS)
+# How a Salesforce work item that no longer exists ended.
 GONE = "deleted"
 
 
@@ -37,7 +40,7 @@ class _Ended:
     work_item: dict[str, object] | None = None
 
 
-def _ended(ctx: Context, corrs: Sequence[Facts]) -> dict[str, _Ended]:
+def _ended(ctx: Context, corrs: Sequence[CorrelationSummary]) -> dict[str, _Ended]:
     """Correlation id → how it ended, for those that did; work items read in IN batches."""
     ended = {c.id: _Ended(c.state) for c in corrs if c.state in FINAL_STATES}
     by_type: dict[str, dict[str, str]] = defaultdict(dict)
@@ -53,7 +56,8 @@ def _ended(ctx: Context, corrs: Sequence[Facts]) -> dict[str, _Ended]:
         for work_item, corr_id in wanted.items():
             record = found.get(work_item)
             if record is None:
-                ended[corr_id] = _Ended(GONE)
+                # Salesforce names a deleted record by IsDeleted; the engine reads it so.
+                ended[corr_id] = _Ended(GONE, {"Id": work_item, "IsDeleted": True})
             elif record.get("Status") in SF_WORK_ITEM_ENDED:
                 ended[corr_id] = _Ended(str(record["Status"]), record)
     return ended
@@ -69,9 +73,7 @@ class PendingAwa(Repairs):
             return
         states = f"{WorkItemState.QUEUED.value},{WorkItemState.PENDING_ACCEPT.value}"
         condition = f"active=true^stateIN{states}^queueIN{','.join(queues)}"
-        for rows in scan_sn(
-            ctx, "awa_work_item", WORK_ITEM_FIELDS, condition, since=since, task=self.name
-        ):
+        for rows in scan_sn(ctx, "awa_work_item", FIELDS, condition, since=since, task=self.name):
             owners = correlations_by(
                 ctx, "sn_document_sys_id", (r.get("document_id", "") for r in rows)
             )
@@ -83,50 +85,54 @@ class PendingAwa(Repairs):
                 if corr is None or end is None:
                     continue
                 if end.work_item is None:
-                    yield _cancel(corr, row, end.how)
+                    yield _left_pending(corr, row, end.how)
                 elif corr.id not in fed:  # one event per conversation, not per item
                     fed.add(corr.id)
-                    yield _feed(corr, row, end)
+                    yield _feed(ctx, corr, row, end)
 
 
-def _reason(corr: Facts, row: dict[str, str], how: str) -> str:
+def _reason(corr: CorrelationSummary, row: dict[str, str], how: str) -> str:
     return (
         f"awa_work_item {row['sys_id']} is still {row.get('state')} but the conversation "
         f"ended ({how}; correlation {corr.state})"
     )
 
 
-def _cancel(corr: Facts, row: dict[str, str], how: str) -> PlannedFinding:
+def _left_pending(corr: CorrelationSummary, row: dict[str, str], how: str) -> PlannedFinding:
+    """The AWA item as read: the engine cancels what an ended conversation left pending."""
     sys_id = row["sys_id"]
-    command = NewCommand(
-        idempotency_key=f"reconcile:{KIND}:{sys_id}",
+    event = NewEvent(
+        source=SOURCE,
+        source_event_id=f"reconcile:{KIND}:{sys_id}:{row.get('sys_mod_count', '')}",
+        kind=EventKind.AWA_WORK_ITEM.value,
+        occurred_at=parse_sn_datetime(row["sys_updated_on"]),
+        payload=row,
         correlation_id=corr.id,
-        system=Operation.CANCEL_WORK_ITEM.system.value,
-        operation=Operation.CANCEL_WORK_ITEM.value,
-        payload={"sys_id": sys_id, "cancel_reason": CancelReason.MANUALLY_ASSIGNED.value},
     )
     return PlannedFinding(
         kind=KIND,
         subject=sys_id,
         reason=_reason(corr, row, how),
-        action=command.operation,
+        action=Operation.CANCEL_WORK_ITEM.value,
         correlation_id=corr.id,
         detail={"state": row.get("state"), "assigned_to": row.get("assigned_to")},
-        commands=(command,),
-        expect=(f"awa_work_item_id:{sys_id}:{WorkItemState.CANCELED.value}",),
+        events=(event,),
     )
 
 
-def _feed(corr: Facts, row: dict[str, str], end: _Ended) -> PlannedFinding:
+def _feed(
+    ctx: Context, corr: CorrelationSummary, row: dict[str, str], end: _Ended
+) -> PlannedFinding:
     """The Salesforce work item's end, as the event intake would have recorded."""
     assert end.work_item is not None
     record = end.work_item
-    stamp = str(record.get("SystemModstamp") or "")
+    stamp = record.get("SystemModstamp")
     event = NewEvent(
         source=SOURCE,
         source_event_id=f"reconcile:{KIND}:{record['Id']}:{end.how}",
         kind=EventKind.WORK_ITEM.value,
-        occurred_at=parse_sf_datetime(stamp),
+        # a deleted work item has no stamp left: it was found gone now
+        occurred_at=parse_sf_datetime(str(stamp)) if stamp else ctx.now,
         payload=record,
         correlation_id=corr.id,
     )

@@ -6,13 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from datetime import datetime
-from itertools import islice
 from typing import Any, TypeVar
-
-from sqlalchemy import select
-from sqlmodel import col
 
 from bridge.adapters.salesforce.client import soql_datetime, soql_string
 from bridge.adapters.salesforce.intake import PSR_FIELDS
@@ -20,7 +15,7 @@ from bridge.adapters.servicenow.client import MAX_PAGE
 from bridge.domain import CorrelationState, Direction
 from bridge.domain.mapping import Tables
 from bridge.domain.sf_ids import to18
-from bridge.ledger.rows import Correlation, Segment
+from bridge.ledger.lookups import CorrelationSummary, chunks
 from bridge.reconcile.base import Context
 
 T = TypeVar("T")
@@ -29,17 +24,9 @@ PAGE = 2000
 # ServiceNow keyset pages: the largest page the adapter asks for in one request (each
 # request costs the instance a pass over the table, so fewer, larger pages are cheaper).
 SN_PAGE = MAX_PAGE
-# Ledger lookups: ids per IN (well below SQLite's and PostgreSQL's parameter limits).
-LEDGER_BATCH = 500
 SN_TIME = "%Y-%m-%d %H:%M:%S"
 OPEN_STATES = tuple(s.value for s in CorrelationState if not s.is_final)
 FINAL_STATES = tuple(s.value for s in CorrelationState if s.is_final)
-
-
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def sf18(record_id: Any) -> str | None:
@@ -137,93 +124,50 @@ def _sn_pages(
         after = (rows[-1]["sys_updated_on"], rows[-1]["sys_id"])
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What the reconcilers need of a correlation (read without its JSON data: cheap)."""
-
-    id: str
-    direction: str
-    state: str
-    sf_psr_id: str | None = None
-    sf_work_item_id: str | None = None
-    sf_conversation_id: str | None = None
-    sf_service_channel_id: str | None = None
-    sf_user_id: str | None = None
-    sn_document_sys_id: str | None = None
-
-
-FACT_COLUMNS = tuple(f.name for f in fields(Facts))
-
-
-def _facts_of(*conditions: Any) -> Any:
-    return select(*(col(getattr(Correlation, c)) for c in FACT_COLUMNS)).where(*conditions)
-
-
-def correlations_by(ctx: Context, column: str, ids: Iterable[str]) -> dict[str, Facts]:
+def correlations_by(ctx: Context, column: str, ids: Iterable[str]) -> dict[str, CorrelationSummary]:
     """Correlations whose ``column`` is one of ``ids``, keyed by that column's value."""
-    attr = col(getattr(Correlation, column))
-    found: dict[str, Facts] = {}
-    with ctx.ledger.reading() as session:
-        for batch in chunks(dict.fromkeys(i for i in ids if i), LEDGER_BATCH):
-            for row in session.execute(_facts_of(attr.in_(batch))):
-                facts = Facts(*row)
-                found[getattr(facts, column)] = facts
-    return found
+    with ctx.ledger.reading() as tx:
+        return tx.lookups.correlations_by(column, ids)
 
 
 def known_values(ctx: Context, column: str, ids: Iterable[str]) -> set[str]:
     """Which of ``ids`` some correlation holds in ``column`` (the values only: cheap)."""
-    attr = col(getattr(Correlation, column))
-    found: set[str] = set()
-    with ctx.ledger.reading() as session:
-        for batch in chunks(dict.fromkeys(i for i in ids if i), LEDGER_BATCH):
-            found.update(v for v in session.scalars(select(attr).where(attr.in_(batch))) if v)
-    return found
+    with ctx.ledger.reading() as tx:
+        return tx.lookups.known_values(column, ids)
 
 
 def bridge_agent_work(ctx: Context, ids: Iterable[str]) -> set[str]:
     """Which of these AgentWork ids the bridge made (a segment or correlation holds it)."""
-    wanted = list(dict.fromkeys(i for i in ids if i))
-    found = known_values(ctx, "sf_agent_work_id", wanted)
-    attr = col(Segment.sf_agent_work_id)
-    with ctx.ledger.reading() as session:
-        for batch in chunks(wanted, LEDGER_BATCH):
-            found.update(v for v in session.scalars(select(attr).where(attr.in_(batch))) if v)
-    return found
+    with ctx.ledger.reading() as tx:
+        return tx.lookups.known_values("sf_agent_work_id", ids, segments=True)
 
 
-def psr_owners(ctx: Context, psr_ids: Iterable[str]) -> dict[str, Facts]:
+def psr_owners(ctx: Context, psr_ids: Iterable[str]) -> dict[str, CorrelationSummary]:
     """The correlation each PSR belongs to: as its current PSR or as an earlier segment's."""
-    wanted = list(dict.fromkeys(psr_ids))
-    found = correlations_by(ctx, "sf_psr_id", wanted)
-    rest = [p for p in wanted if p not in found]
-    with ctx.ledger.reading() as session:
-        for batch in chunks(rest, LEDGER_BATCH):
-            stmt = _facts_of(col(Segment.sf_psr_id).in_(batch)).join(
-                Segment, col(Correlation.id) == col(Segment.correlation_id)
-            )
-            stmt = stmt.add_columns(col(Segment.sf_psr_id))
-            for row in session.execute(stmt):
-                found[row[-1]] = Facts(*row[:-1])
-    return found
+    with ctx.ledger.reading() as tx:
+        return tx.lookups.psr_owners(psr_ids)
 
 
 def correlation_rows(
-    ctx: Context, columns: Sequence[str], *conditions: Any, since: datetime | None = None
+    ctx: Context,
+    columns: Sequence[str],
+    *,
+    states: Sequence[str] = (),
+    updated_before: datetime | None = None,
+    since: datetime | None = None,
 ) -> Iterator[list[Any]]:
-    """``columns`` of the correlations matching ``conditions`` (updated since ``since``),
-    keyset pages by id; plain rows, not ORM objects (a full scan stays small)."""
-    attrs = [col(getattr(Correlation, c)) for c in dict.fromkeys(["id", *columns])]
-    stmt = select(*attrs).where(*conditions)
-    if since is not None:
-        stmt = stmt.where(col(Correlation.updated_at) >= since)
+    """``columns`` of the correlations in ``states`` (last updated in [since,
+    updated_before)), keyset pages by id; plain rows, not ORM objects."""
     last = ""
     while True:
-        with ctx.ledger.reading() as session:
-            page = list(
-                session.execute(
-                    stmt.where(col(Correlation.id) > last).order_by(col(Correlation.id)).limit(PAGE)
-                )
+        with ctx.ledger.reading() as tx:
+            page = tx.lookups.correlation_page(
+                columns,
+                after=last,
+                limit=PAGE,
+                states=states,
+                updated_before=updated_before,
+                since=since,
             )
         if not page:
             return

@@ -7,10 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import delete, select
-
-from bridge.ledger.rows import Cursor
-from bridge.ledger.store import LedgerTx, table
+from bridge.ledger.sql import SqlTx
 from bridge.reconcile.base import Context, Outcome, PlannedFinding
 
 KIND = "stale_cursor"
@@ -22,8 +19,8 @@ class StaleCursor:
 
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
         del since
-        with ctx.ledger.reading() as session:
-            cursors = list(session.scalars(select(Cursor)))
+        with ctx.ledger.reading() as tx:
+            cursors = tx.cursors.all()
         ctx.progress(self.name, len(cursors), len(cursors))
         for cursor in cursors:
             retention = next(
@@ -47,8 +44,7 @@ class StaleCursor:
                 detail={"position": cursor.position},
             )
 
-    def apply(self, ctx: Context, tx: LedgerTx, finding: PlannedFinding) -> Outcome:
+    def apply(self, ctx: Context, tx: SqlTx, finding: PlannedFinding) -> Outcome:
         del ctx
-        t = table(Cursor)
-        tx.session.execute(delete(t).where(t.c.stream == finding.subject))
+        tx.cursors.delete(finding.subject)
         return Outcome("applied")

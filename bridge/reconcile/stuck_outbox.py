@@ -7,11 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlmodel import col
-
 from bridge.ledger.rows import UNFINISHED_COMMAND_STATUSES, OutboxCommand
-from bridge.ledger.store import LedgerTx, table
+from bridge.ledger.sql import SqlTx
 from bridge.reconcile.base import Context, Outcome, PlannedFinding
 from bridge.reconcile.reads import PAGE
 
@@ -27,18 +24,12 @@ class StuckOutbox:
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
         del since  # the deadline decides, not when the command was made
         deadline = ctx.now - ctx.options.stuck_after
-        stmt = (
-            select(OutboxCommand)
-            .where(
-                col(OutboxCommand.status).in_(UNFINISHED_COMMAND_STATUSES),
-                col(OutboxCommand.updated_at) < deadline,
-            )
-            .order_by(col(OutboxCommand.id))
-        )
         last = ""
         while True:
-            with ctx.ledger.reading() as session:
-                page = list(session.scalars(stmt.where(col(OutboxCommand.id) > last).limit(PAGE)))
+            with ctx.ledger.reading() as tx:
+                page = tx.lookups.stuck_commands(
+                    UNFINISHED_COMMAND_STATUSES, deadline, after=last, limit=PAGE
+                )
             if not page:
                 return
             ctx.progress(self.name, len(page), None)
@@ -73,22 +64,10 @@ class StuckOutbox:
             },
         )
 
-    def apply(self, ctx: Context, tx: LedgerTx, finding: PlannedFinding) -> Outcome:
+    def apply(self, ctx: Context, tx: SqlTx, finding: PlannedFinding) -> Outcome:
         if finding.action == DEAD_LETTER:
-            tx.dead_letter(finding.subject, f"reconciler: {finding.reason}")
+            tx.outbox.dead_letter(finding.subject, f"reconciler: {finding.reason}")
             return Outcome("applied")
-        t = table(OutboxCommand)
-        released = tx.session.execute(
-            update(t)
-            .where(t.c.id == finding.subject, t.c.status.in_(UNFINISHED_COMMAND_STATUSES))
-            .values(
-                status="pending",
-                next_attempt_at=None,
-                claimed_by=None,
-                lease_until=None,
-                updated_at=ctx.now,
-            )
-        )
-        if released.rowcount == 0:  # type: ignore[attr-defined]
+        if not tx.outbox.release_stuck(finding.subject, ctx.now):
             return Outcome("skipped", "the command finished meanwhile")
         return Outcome("applied", command_ids=[finding.subject])

@@ -12,7 +12,7 @@ from bridge import engine
 from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.domain import Direction, Event, EventKind, System, Trigger
 from bridge.errors import BridgeError
-from bridge.ledger.store import NewEvent
+from bridge.ledger.ports import NewEvent
 from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
 

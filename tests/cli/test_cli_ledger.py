@@ -13,9 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge.app.cli import app, main
-from bridge.ledger import Ledger
-from bridge.ledger.store import NewEvent
-from tests.fixtures.ledger import seed_ledger
+from bridge.ledger import NewEvent, SqlLedger
+from tests.fixtures.ledger import record_events, seed_ledger
 
 runner = CliRunner()
 
@@ -32,7 +31,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def ids(isolated: Path) -> dict[str, str]:
-    ledger = Ledger(f"sqlite:///{isolated / 'data' / 'ledger.db'}")
+    ledger = SqlLedger(f"sqlite:///{isolated / 'data' / 'ledger.db'}")
     ledger.upgrade()
     try:
         return seed_ledger(ledger)
@@ -179,7 +178,7 @@ def test_errors_are_one_clear_message(
     isolated: Path, argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if code == 1:
-        Ledger(f"sqlite:///{isolated / 'data' / 'ledger.db'}").upgrade()
+        SqlLedger(f"sqlite:///{isolated / 'data' / 'ledger.db'}").upgrade()
     assert main(argv) == code
     err = capsys.readouterr().err
     assert message in " ".join(err.split())
@@ -197,10 +196,11 @@ def test_corrupt_ledger_message(isolated: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_events_lists_refused_input_with_its_reason(isolated: Path) -> None:
-    ledger = Ledger(f"sqlite:///{isolated / 'data' / 'ledger.db'}")
+    ledger = SqlLedger(f"sqlite:///{isolated / 'data' / 'ledger.db'}")
     ledger.upgrade()
     now = datetime.now(UTC)
-    recorded = ledger.record_events(
+    recorded = record_events(
+        ledger,
         "salesforce:AgentWork",
         [
             NewEvent("salesforce", "agent_work:0Bz1:Weird", "agent_work", now, {"Status": "Weird"}),
@@ -211,11 +211,11 @@ def test_events_lists_refused_input_with_its_reason(isolated: Path) -> None:
     )
     bad, skipped, fine = recorded.inserted
     with ledger.transaction() as tx:
-        tx.mark_event(
-            bad, "error", error="unknown AgentWork Status 'Weird' (event agent_work:0Bz1)"
+        tx.inbox.mark(
+            [bad], "error", error="unknown AgentWork Status 'Weird' (event agent_work:0Bz1)"
         )
-        tx.mark_event(skipped, "skipped", error="belongs to no conversation the bridge routes")
-        tx.mark_event(fine, "processed")
+        tx.inbox.mark([skipped], "skipped", error="belongs to no conversation the bridge routes")
+        tx.inbox.mark([fine], "processed")
     ledger.close()
 
     refused = run_json("ledger", "events", "--status", "error", "--status", "skipped")

@@ -13,9 +13,9 @@ from bridge.adapters.http import make_session
 from bridge.adapters.salesforce.auth import SalesforceTokens
 from bridge.adapters.salesforce.client import SalesforceAdapter
 from bridge.adapters.servicenow.client import ServiceNowAdapter
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.sandbox.serving import Clock
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox.serving import Clock
 
 API_VERSION = "62.0"
 AUTHORIZATION_CONTEXT = "BYO_SandboxChannel"

@@ -1,13 +1,14 @@
 """The Salesforce adapter against the sandbox org over HTTPS: both OAuth flows, token
 refresh, SOQL paging, replication windows, batched fetches, AgentWork creation, the
-Interaction Service API, and every failure mapped to its error branch."""
+Interaction Service API, every failure mapped to its error branch, and the executor's
+commands (answers unwrapped once, look-before-retry)."""
 
 from __future__ import annotations
 
 import json
 import math
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,11 +18,13 @@ from pydantic import SecretStr
 from bridge.adapters.http import error_of, make_session
 from bridge.adapters.salesforce.auth import SalesforceTokens, jwt_audience
 from bridge.adapters.salesforce.client import SalesforceAdapter
+from bridge.adapters.salesforce.executor import SalesforceExecutor
 from bridge.app.settings import Settings
+from bridge.domain import ClaimedCommand, Operation, System
 from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable, Skippable
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.salesforce.ids import to15
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.salesforce.ids import make_id, to15
 from tests.integration.conftest import sf_adapter_for
 
 ALICE, BOB = seed.AGENTS[0].sf_user_id, seed.AGENTS[1].sf_user_id
@@ -440,3 +443,107 @@ def test_refused_credentials_are_permanent_with_the_oauth_error(
     assert caught.value.status == 400
     assert caught.value.code == ("invalid_grant" if jwt else "invalid_client")
     assert caught.value.message.startswith("OAuth token request failed: ")
+
+
+# -- error table overrides and the one token refresh --------------------------------------
+
+
+def test_deleting_a_psr_that_is_already_gone_is_skippable(
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
+) -> None:
+    _, psr = start(sf_sandbox)
+    sf_adapter.delete("PendingServiceRouting", psr)
+    with pytest.raises(Skippable) as caught:
+        sf_adapter.delete("PendingServiceRouting", psr)
+    assert (caught.value.status, caught.value.message) == (404, "the PSR is already gone")
+
+
+def test_deleting_another_record_that_is_gone_stays_permanent(
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
+) -> None:
+    with pytest.raises(Permanent) as caught:
+        sf_adapter.delete("AgentWork", make_id("0Bz", 9999))
+    assert caught.value.status == 404
+
+
+@pytest.mark.parametrize("host", ["rest", "scrt"])
+def test_a_401_for_the_refreshed_token_is_permanent_naming_salesforce(
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter, host: str
+) -> None:
+    list(sf_adapter.query("SELECT Id FROM User LIMIT 1"))
+    calls = {
+        "rest": ("/query", lambda: list(sf_adapter.query("SELECT Id FROM User LIMIT 1"))),
+        "scrt": ("/route", lambda: sf_adapter.route(str(uuid.uuid4()), _route_body("c-401"))),
+    }
+    path, call = calls[host]
+    sf_sandbox.control.add_fault(host, path=path, status=401, count=2)
+    with pytest.raises(Permanent) as caught:
+        call()
+    assert caught.value.status == 401
+    assert caught.value.system == "salesforce"
+    assert caught.value.message.startswith("salesforce refused a freshly issued token")
+    assert sf_sandbox.counters.total("POST", TOKEN) == 2  # the first token and one refresh
+
+
+# -- the executor -------------------------------------------------------------------------
+
+
+def _command(
+    operation: Operation, params: dict[str, Any], *, look_first: bool = False
+) -> ClaimedCommand:
+    return ClaimedCommand(
+        id=str(uuid.uuid4()),
+        correlation_id="corr-1",
+        system=System.SALESFORCE,
+        operation=operation,
+        params=params,
+        attempts=1 if look_first else 0,
+        created_at=datetime.now(UTC),
+        look_first=look_first,
+    )
+
+
+def test_create_agent_work_answers_its_id_and_a_look_first_finds_it(
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
+) -> None:
+    executor = SalesforceExecutor(sf_adapter)
+    work_item, psr = start(sf_sandbox)
+    params = {
+        "UserId": ALICE,
+        "WorkItemId": work_item,
+        "PendingServiceRoutingId": psr,
+        "ServiceChannelId": MESSAGING,
+    }
+    made = executor.execute(_command(Operation.CREATE_AGENT_WORK, params))
+    assert set(made) == {"id"}
+    found = executor.execute(_command(Operation.CREATE_AGENT_WORK, params, look_first=True))
+    assert found == {"id": made["id"], "looked_up": True}
+    assert len(sf_sandbox.org.where("AgentWork", WorkItemId=work_item)) == 1
+
+
+def test_delete_psr_answers_what_it_deleted_and_skips_one_already_gone(
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
+) -> None:
+    executor = SalesforceExecutor(sf_adapter)
+    _, psr = start(sf_sandbox)
+    assert executor.execute(_command(Operation.DELETE_PSR, {"id": psr})) == {"deleted": psr}
+    with pytest.raises(Skippable):
+        executor.execute(_command(Operation.DELETE_PSR, {"id": psr}))
+
+
+def test_route_answers_the_interaction_service_json_and_its_request_id_is_the_command(
+    sf_sandbox: SalesforceSandbox, sf_adapter: SalesforceAdapter
+) -> None:
+    executor = SalesforceExecutor(sf_adapter)
+    command = _command(Operation.ROUTE, _route_body("conv-executor"))
+    first = executor.execute(command)
+    assert first["success"] is True
+    assert {"psrId", "workItemId"} <= set(first)
+    assert executor.execute(command) == first  # same RequestId: the first answer again
+    assert psr_ids(sf_adapter) == {first["psrId"]}
+
+
+def test_a_command_for_the_other_system_is_permanent(sf_adapter: SalesforceAdapter) -> None:
+    with pytest.raises(Permanent) as caught:
+        SalesforceExecutor(sf_adapter).execute(_command(Operation.OFFER, {}))
+    assert caught.value.system == "salesforce"

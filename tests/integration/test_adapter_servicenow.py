@@ -1,11 +1,13 @@
 """The ServiceNow adapter against the sandbox instance over HTTPS: basic auth and OAuth,
 keyset paging through equal ``sys_updated_on`` values, batched fetches, Table API writes with
-a client-chosen sys_id, AWA offers, and every failure mapped to its error branch."""
+a client-chosen sys_id, AWA offers, every failure mapped to its error branch, and the
+executor's commands (answers unwrapped once, the candidate loop, look-before-retry)."""
 
 from __future__ import annotations
 
 import math
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import certifi
@@ -13,12 +15,14 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.adapters.http import make_session
-from bridge.adapters.servicenow.client import ServiceNowAdapter, keyset_query
+from bridge.adapters.servicenow.client import AGENT_NOT_AVAILABLE, ServiceNowAdapter, keyset_query
+from bridge.adapters.servicenow.executor import NO_AGENT_RETRY_SECONDS, ServiceNowExecutor
 from bridge.app.settings import Settings
+from bridge.domain import ClaimedCommand, Operation, System
 from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable
-from bridge.sandbox import seed
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
-from bridge.sandbox.servicenow.ratelimit import RateLimitRule
+from bridge_sandbox import seed
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox.servicenow.ratelimit import RateLimitRule
 from tests.integration.conftest import sn_adapter_for
 
 ALICE, BOB = seed.AGENTS[0].sn_user_sys_id, seed.AGENTS[1].sn_user_sys_id
@@ -260,3 +264,156 @@ def test_from_settings_names_what_is_missing() -> None:
     with pytest.raises(ConfigError) as caught:
         ServiceNowAdapter.from_settings(Settings(_env_file=None))
     assert "BRIDGE_SERVICENOW__INSTANCE_URL" in caught.value.message
+
+
+# -- error table overrides and the one token refresh --------------------------------------
+
+
+def test_an_offer_to_an_agent_who_is_away_is_permanent_with_a_stable_code(
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter
+) -> None:
+    [document] = interactions(sn_sandbox, 1)
+    sn_sandbox.control.set_presence(ALICE, "Away")
+    with pytest.raises(Permanent) as caught:
+        sn_adapter.offer("interaction", document, _offer_body())
+    error = caught.value
+    assert (error.status, error.code, error.message) == (
+        409,
+        AGENT_NOT_AVAILABLE,
+        "Agent is not available",
+    )
+
+
+def test_a_401_for_the_refreshed_token_is_permanent_naming_servicenow(
+    sn_sandbox: ServiceNowSandbox,
+) -> None:
+    adapter = sn_adapter_for(sn_sandbox, oauth=True)
+    adapter.query("sys_user", "user_name=bob.brown", [])
+    sn_sandbox.control.add_fault({"path": "/api/now/table/sys_user", "status": 401, "count": 2})
+    with pytest.raises(Permanent) as caught:
+        adapter.query("sys_user", "user_name=bob.brown", [])
+    assert (caught.value.status, caught.value.system) == (401, "servicenow")
+    assert caught.value.message.startswith("servicenow refused a freshly issued token")
+    assert sn_sandbox.counters.total("POST", TOKEN) == 2  # the first token and one refresh
+
+
+def test_basic_auth_does_not_retry_a_401(sn_sandbox: ServiceNowSandbox) -> None:
+    adapter = sn_adapter_for(sn_sandbox)
+    sn_sandbox.control.add_fault({"path": "/api/now/table/sys_user", "status": 401, "count": 1})
+    with pytest.raises(Permanent) as caught:
+        adapter.query("sys_user", "", [])
+    assert caught.value.status == 401
+    assert sn_sandbox.counters.total("GET", TABLE) == 1
+
+
+# -- the executor -------------------------------------------------------------------------
+
+
+def _command(
+    operation: Operation, params: dict[str, Any], *, look_first: bool = False
+) -> ClaimedCommand:
+    return ClaimedCommand(
+        id=str(uuid.uuid4()),
+        correlation_id="corr-1",
+        system=System.SERVICENOW,
+        operation=operation,
+        params=params,
+        attempts=1 if look_first else 0,
+        created_at=datetime.now(UTC),
+        look_first=look_first,
+    )
+
+
+def _offer_params(document: str, candidates: list[str], **more: Any) -> dict[str, Any]:
+    """An offer command's params, as the engine writes them."""
+    return {
+        "document_table": "interaction",
+        "document_id": document,
+        "queue_id": SUPPORT.sn_external_id,
+        "candidates": candidates,
+        "excluded": [],
+        "external_segment_id": "seg-1",
+        "timeout": 30,
+        "allowed_to_decline": True,
+        "display_option": "",
+        **more,
+    }
+
+
+OFFER = "/api/now/awa/documents/{document_table}/{document_sys_id}/offer"
+
+
+def test_an_offer_answers_the_work_item_of_the_first_available_candidate(
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter
+) -> None:
+    [document] = interactions(sn_sandbox, 1)
+    sn_sandbox.control.set_presence(ALICE, "Away")
+    executor = ServiceNowExecutor(sn_adapter)
+    item = executor.execute(_command(Operation.OFFER, _offer_params(document, [ALICE, BOB])))
+    assert "work_item" not in item
+    assert item["assigned_to"] == BOB
+    assert item["document_id"] == document
+    stored = sn_sandbox.control.work_item(item["sys_id"])
+    assert (stored["state"], stored["assigned_to"]) == ("pending_accept", BOB)
+    assert sn_sandbox.counters.total("POST", OFFER) == 2  # Alice refused, Bob offered
+
+
+def test_an_offer_with_every_candidate_away_or_excluded_is_retried_later(
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter
+) -> None:
+    [document] = interactions(sn_sandbox, 1)
+    sn_sandbox.control.set_presence(ALICE, "Away")
+    params = _offer_params(document, [ALICE, BOB], excluded=[BOB])
+    with pytest.raises(Retriable) as caught:
+        ServiceNowExecutor(sn_adapter).execute(_command(Operation.OFFER, params))
+    assert (caught.value.code, caught.value.retry_after) == (
+        "NO_AGENT_AVAILABLE",
+        NO_AGENT_RETRY_SECONDS,
+    )
+    assert sn_sandbox.counters.total("POST", OFFER) == 1
+
+
+def test_a_look_before_retrying_an_offer_finds_the_work_item_it_made(
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter
+) -> None:
+    [document] = interactions(sn_sandbox, 1)
+    executor = ServiceNowExecutor(sn_adapter)
+    params = _offer_params(document, [ALICE])
+    made = executor.execute(_command(Operation.OFFER, params))
+    found = executor.execute(_command(Operation.OFFER, params, look_first=True))
+    assert found["looked_up"] is True
+    assert (found["sys_id"], found["assigned_to"], found["state"]) == (
+        made["sys_id"],
+        ALICE,
+        "pending_accept",
+    )
+    assert sn_sandbox.counters.total("POST", OFFER) == 1
+
+
+def test_table_writes_answer_the_record_and_a_create_looks_first(
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter
+) -> None:
+    executor = ServiceNowExecutor(sn_adapter)
+    sys_id = uuid.uuid4().hex
+    create = {"table": "interaction", "record": {"sys_id": sys_id, "state": "new"}}
+    made = executor.execute(_command(Operation.CREATE_INTERACTION, create))
+    assert "result" not in made
+    assert (made["sys_id"], made["state"]) == (sys_id, "new")
+    found = executor.execute(_command(Operation.CREATE_INTERACTION, create, look_first=True))
+    assert (found["sys_id"], found["looked_up"]) == (sys_id, True)
+    assert sn_sandbox.counters.total("POST", TABLE) == 1
+    closed = executor.execute(
+        _command(Operation.CLOSE_INTERACTION, {"sys_id": sys_id, "state": "closed_complete"})
+    )
+    assert (closed["sys_id"], closed["state"]) == (sys_id, "closed_complete")
+
+
+def test_cancel_work_item_answers_the_canceled_record(
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter
+) -> None:
+    [document] = interactions(sn_sandbox, 1)
+    executor = ServiceNowExecutor(sn_adapter)
+    item = executor.execute(_command(Operation.OFFER, _offer_params(document, [ALICE])))
+    params = {"sys_id": item["sys_id"], "cancel_reason": "ended in Salesforce"}
+    canceled = executor.execute(_command(Operation.CANCEL_WORK_ITEM, params))
+    assert (canceled["sys_id"], canceled["state"]) == (item["sys_id"], "canceled")

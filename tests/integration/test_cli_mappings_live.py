@@ -7,8 +7,8 @@ import json
 import pytest
 
 from bridge.app.cli import main
-from bridge.sandbox import seed
-from bridge.sandbox.connect import sandbox_values
+from bridge_sandbox import seed
+from bridge_sandbox.connect import sandbox_values
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.ledger.store import Ledger
-from bridge.sandbox.connect import sandbox_values
-from bridge.sandbox.demo import wait_quiet
-from bridge.sandbox.serving import Fault
-from bridge.sandbox.traffic import SCENARIOS_BY_NAME, ContactCentre
+from bridge.ledger import SqlLedger
+from bridge_sandbox.connect import sandbox_values
+from bridge_sandbox.demo import wait_quiet
+from bridge_sandbox.serving import Fault
+from bridge_sandbox.traffic import SCENARIOS_BY_NAME, ContactCentre
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -118,8 +118,8 @@ def bridge(bridge_env, tmp_path) -> Iterator[BridgeProcess]:
     process.kill()
 
 
-def _centre(sf, sn, env) -> tuple[ContactCentre, Ledger]:
-    ledger = Ledger(env["BRIDGE_LEDGER_URL"])
+def _centre(sf, sn, env) -> tuple[ContactCentre, SqlLedger]:
+    ledger = SqlLedger(env["BRIDGE_LEDGER_URL"])
     return ContactCentre(sf, sn, ledger, lambda: time.sleep(0.05), max_pumps=400), ledger
 
 

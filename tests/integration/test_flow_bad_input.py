@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from bridge.ledger import audit, rows
-from bridge.ledger.store import NewEvent
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.ids import make_id
-from bridge.sandbox.traffic import SCENARIOS_BY_NAME, Conversation
+from bridge.ledger import NewEvent, audit, rows
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.ids import make_id
+from bridge_sandbox.traffic import SCENARIOS_BY_NAME, Conversation
 from tests.fixtures.bridge import BridgeRig
+from tests.fixtures.ledger import db_session, record_events
 
 ACCEPT = SCENARIOS_BY_NAME["accept"]
 UNKNOWN_USER = "0123456789abcdef0123456789abcdef"
@@ -121,7 +121,8 @@ def test_bad_event_is_recorded_and_traffic_flows_on(
 ) -> None:
     centre = bridge_rig.centre()
     conv = centre.drive(centre.begin(ACCEPT), until_step=1)
-    result = bridge_rig.ledger.record_events(
+    result = record_events(
+        bridge_rig.ledger,
         "test:bad-input",
         [NewEvent(source, f"bad:{kind}", kind, datetime.now(UTC), record(conv))],
         None,
@@ -132,7 +133,7 @@ def test_bad_event_is_recorded_and_traffic_flows_on(
     assert replace(observed, problems=()) == ACCEPT.expected
     # the conversation's own problems are the bad event, if it named the conversation
     assert all("bad:" in problem for problem in observed.problems)
-    with bridge_rig.ledger.reading() as session:
+    with db_session(bridge_rig.ledger) as session:
         event = session.get(rows.InboxEvent, result.inserted[0])
         assert event is not None
         assert event.status == status
@@ -141,5 +142,5 @@ def test_bad_event_is_recorded_and_traffic_flows_on(
             assert word in event.error
         if kind in ("agent_work", "awa_work_item") and status == "error":
             assert conv.sf_work_item_id is not None
-            detail = audit.correlation_detail(session, conv.sf_work_item_id)
+            detail = audit.AuditReader(session).correlation_detail(conv.sf_work_item_id)
             assert event.id in [e.id for e in detail.events]

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from bridge.sandbox.serving import Counters
-from bridge.sandbox.traffic import SCENARIOS, SCENARIOS_BY_NAME, Scenario
+from bridge_sandbox.serving import Counters
+from bridge_sandbox.traffic import SCENARIOS, SCENARIOS_BY_NAME, Scenario
 from tests.fixtures.bridge import BridgeRig
 
 Calls = Counter[tuple[str, str, str]]

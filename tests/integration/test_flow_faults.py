@@ -3,15 +3,19 @@ dropped after the server acted. Nothing is lost, nothing is done twice."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from sqlmodel import col, select
 
-from bridge.flow.dispatch import Dispatcher, Executor, SalesforceExecutor
+from bridge.adapters.salesforce.executor import SalesforceExecutor
+from bridge.domain import ClaimedCommand
+from bridge.flow.dispatch import Dispatcher, Executor
 from bridge.ledger import rows
-from bridge.sandbox.traffic import SCENARIOS_BY_NAME, Conversation
+from bridge_sandbox.traffic import SCENARIOS_BY_NAME, Conversation
 from tests.fixtures.bridge import BridgeRig
+from tests.fixtures.ledger import db_session
 
 ACCEPT = SCENARIOS_BY_NAME["accept"]
 FAULTS = {
@@ -35,7 +39,7 @@ def _add_fault(rig: BridgeRig, host: str, method: str, path: str, **fault: Any) 
 
 
 def _commands(rig: BridgeRig, operation: str) -> list[rows.OutboxCommand]:
-    with rig.ledger.reading() as session:
+    with db_session(rig.ledger) as session:
         stmt = select(rows.OutboxCommand).where(col(rows.OutboxCommand.operation) == operation)
         return list(session.scalars(stmt))
 
@@ -75,8 +79,8 @@ class _DiesAfterTheCall:
     def __init__(self, inner: Executor) -> None:
         self._inner = inner
 
-    def execute(self, command: rows.OutboxCommand, *, look_first: bool) -> dict[str, Any]:
-        self._inner.execute(command, look_first=look_first)
+    def execute(self, command: ClaimedCommand) -> Mapping[str, Any]:
+        self._inner.execute(command)
         raise _WorkerDied
 
 

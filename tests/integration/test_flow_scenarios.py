@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bridge.sandbox.traffic import (
+from bridge_sandbox.traffic import (
     ACTIVE,
     SCENARIOS,
     SCENARIOS_BY_NAME,
@@ -19,6 +19,7 @@ from bridge.sandbox.traffic import (
     Step,
 )
 from tests.fixtures.bridge import BridgeRig
+from tests.fixtures.ledger import get_cursor
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -35,7 +36,7 @@ def test_restart_mid_conversation_resumes_from_the_ledger_cursor(bridge_rig: Bri
     conv = centre.begin(scenario)
     cursors = ("salesforce:PendingServiceRouting", "servicenow:awa_work_item")
     for _ in range(10):  # until the bridge has read the offer it made
-        if all(bridge_rig.ledger.get_cursor(stream) for stream in cursors):
+        if all(get_cursor(bridge_rig.ledger, stream) for stream in cursors):
             break
         bridge_rig.pump()
     # the AWA agent accepts while the bridge is down; the new bridge reads on from the cursor

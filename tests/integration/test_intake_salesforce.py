@@ -5,17 +5,18 @@ committed late; a poll with nothing new costs one call per stream."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from bridge.adapters.salesforce.client import SalesforceAdapter
 from bridge.adapters.salesforce.intake import PSR_DELETED_STREAM, PSR_STREAM, SalesforceIntake
-from bridge.flow.intake import PollResult
-from bridge.ledger import InboxEvent, Ledger
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.app import SalesforceSandbox
+from bridge.flow.intake import PollResult, Watermark
+from bridge.ledger import InboxEvent, SqlLedger
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from tests.fixtures.ledger import get_cursor, pending_events, set_cursor
 
 ALICE = seed.AGENTS[0].sf_user_id
 SUPPORT, BILLING, OVERFLOW = (q.sf_queue_id for q in seed.QUEUES)
@@ -25,7 +26,7 @@ DELETED = "/services/data/v{version}/sobjects/{sobject}/deleted"
 
 
 @pytest.fixture
-def intake(sf_adapter: SalesforceAdapter, sqlite_ledger: Ledger) -> SalesforceIntake:
+def intake(sf_adapter: SalesforceAdapter, sqlite_ledger: SqlLedger) -> SalesforceIntake:
     return SalesforceIntake(sf_adapter, sqlite_ledger, queue_ids=[SUPPORT, BILLING])
 
 
@@ -33,11 +34,11 @@ def poll(intake: SalesforceIntake, sandbox: SalesforceSandbox) -> dict[str, Poll
     return {r.stream: r for r in intake.poll(sandbox.clock.now())}
 
 
-def events(ledger: Ledger) -> list[InboxEvent]:
-    return ledger.pending_events(10_000)
+def events(ledger: SqlLedger) -> list[InboxEvent]:
+    return pending_events(ledger, 10_000)
 
 
-def kinds(ledger: Ledger) -> list[tuple[str, str]]:
+def kinds(ledger: SqlLedger) -> list[tuple[str, str]]:
     return [(e.kind, str(e.payload.get("Status", e.payload.get("Id")))) for e in events(ledger)]
 
 
@@ -52,7 +53,7 @@ def assign(adapter: SalesforceAdapter, work_item: str, psr: str) -> str:
 
 
 def test_a_new_conversation_becomes_a_psr_event_and_moves_the_cursor(
-    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: Ledger
+    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: SqlLedger
 ) -> None:
     started = sf_sandbox.control.start_conversation("Support_External")
     sf_sandbox.control.start_conversation("SN_Overflow")  # not a mapped queue here
@@ -64,16 +65,16 @@ def test_a_new_conversation_becomes_a_psr_event_and_moves_the_cursor(
     assert event.payload["WorkItemId"] == started["work_item_id"]
     assert (event.payload["IsTransfer"], event.payload["Serial"]) == (False, 0)
     assert "attributes" not in event.payload
-    cursor = sqlite_ledger.get_cursor(PSR_STREAM)
+    cursor = get_cursor(sqlite_ledger, PSR_STREAM)
     assert cursor is not None
-    assert datetime.fromisoformat(cursor) == event.occurred_at
+    assert Watermark.decode(cursor) == Watermark(event.occurred_at)
 
 
 def test_agent_work_statuses_and_psr_deletion_become_events(
     sf_sandbox: SalesforceSandbox,
     sf_adapter: SalesforceAdapter,
     intake: SalesforceIntake,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> None:
     started = sf_sandbox.control.start_conversation("Support_External")
     poll(intake, sf_sandbox)
@@ -96,7 +97,7 @@ def test_agent_work_statuses_and_psr_deletion_become_events(
 
 
 def test_a_second_poll_records_nothing_and_costs_one_call_per_stream(
-    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: Ledger
+    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: SqlLedger
 ) -> None:
     sf_sandbox.control.start_conversation("Billing_External")
     poll(intake, sf_sandbox)
@@ -113,7 +114,7 @@ def test_a_restarted_intake_resumes_from_the_cursor(
     sf_sandbox: SalesforceSandbox,
     sf_adapter: SalesforceAdapter,
     intake: SalesforceIntake,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> None:
     first = sf_sandbox.control.start_conversation("Support_External")
     poll(intake, sf_sandbox)
@@ -133,7 +134,7 @@ def test_a_restarted_intake_resumes_from_the_cursor(
 def test_the_overlap_window_catches_a_change_committed_late(
     sf_sandbox: SalesforceSandbox,
     sf_adapter: SalesforceAdapter,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
     overlap: float,
     seen: bool,
 ) -> None:
@@ -152,12 +153,12 @@ def test_the_overlap_window_catches_a_change_committed_late(
 
 
 def test_reset_forgets_the_cursors(
-    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: Ledger
+    sf_sandbox: SalesforceSandbox, intake: SalesforceIntake, sqlite_ledger: SqlLedger
 ) -> None:
     sf_sandbox.control.start_conversation("Support_External")
     poll(intake, sf_sandbox)
     intake.reset()
-    assert all(sqlite_ledger.get_cursor(s) is None for s in intake.streams())
+    assert all(get_cursor(sqlite_ledger, s) is None for s in intake.streams())
     again = poll(intake, sf_sandbox)
     assert (again[PSR_STREAM].recorded, again[PSR_STREAM].duplicates) == (0, 1)
 
@@ -166,7 +167,7 @@ def test_first_start_reads_live_agent_work_only(
     sf_sandbox: SalesforceSandbox,
     sf_adapter: SalesforceAdapter,
     intake: SalesforceIntake,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> None:
     done = sf_sandbox.control.start_conversation("Support_External")
     closed = assign(sf_adapter, done["work_item_id"], done["psr_id"])
@@ -183,12 +184,12 @@ def test_after_a_long_outage_deletions_are_read_as_far_back_as_the_org_allows(
     sf_sandbox: SalesforceSandbox,
     sf_adapter: SalesforceAdapter,
     intake: SalesforceIntake,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> None:
     started = sf_sandbox.control.start_conversation("Support_External")
     sf_adapter.delete("PendingServiceRouting", started["psr_id"])
     long_ago = sf_sandbox.clock.now() - timedelta(days=40)
-    sqlite_ledger.set_cursor(PSR_DELETED_STREAM, long_ago.isoformat())
+    set_cursor(sqlite_ledger, PSR_DELETED_STREAM, Watermark(long_ago).encode())
     results = poll(intake, sf_sandbox)
     assert results[PSR_DELETED_STREAM].recorded == 1
     assert [e.payload["Id"] for e in events(sqlite_ledger) if e.kind == "psr_deleted"] == [

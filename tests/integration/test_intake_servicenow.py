@@ -10,10 +10,11 @@ import pytest
 
 from bridge.adapters.servicenow.client import ServiceNowAdapter
 from bridge.adapters.servicenow.intake import ServiceNowIntake
-from bridge.flow.intake import PollResult
-from bridge.ledger import InboxEvent, Ledger
-from bridge.sandbox import seed
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge.flow.intake import PollResult, Watermark
+from bridge.ledger import InboxEvent, SqlLedger
+from bridge_sandbox import seed
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
+from tests.fixtures.ledger import get_cursor, pending_events
 
 ALICE = seed.AGENTS[0].sn_user_sys_id
 SUPPORT, BILLING, OVERFLOW = seed.QUEUES
@@ -23,7 +24,7 @@ TABLE = "/api/now/table/{table}"
 
 
 def intake_for(
-    adapter: ServiceNowAdapter, ledger: Ledger, *, overlap_seconds: float = 5.0, page: int = 2000
+    adapter: ServiceNowAdapter, ledger: SqlLedger, *, overlap_seconds: float = 5.0, page: int = 2000
 ) -> ServiceNowIntake:
     return ServiceNowIntake(
         adapter, ledger, queue_sys_ids=MAPPED, overlap_seconds=overlap_seconds, page=page
@@ -31,7 +32,7 @@ def intake_for(
 
 
 @pytest.fixture
-def intake(sn_adapter: ServiceNowAdapter, sqlite_ledger: Ledger) -> ServiceNowIntake:
+def intake(sn_adapter: ServiceNowAdapter, sqlite_ledger: SqlLedger) -> ServiceNowIntake:
     return intake_for(sn_adapter, sqlite_ledger)
 
 
@@ -39,12 +40,12 @@ def poll(intake: ServiceNowIntake, sandbox: ServiceNowSandbox) -> dict[str, Poll
     return {r.stream: r for r in intake.poll(sandbox.clock.now())}
 
 
-def events(ledger: Ledger, kind: str | None = None) -> list[InboxEvent]:
-    return [e for e in ledger.pending_events(10_000) if kind is None or e.kind == kind]
+def events(ledger: SqlLedger, kind: str | None = None) -> list[InboxEvent]:
+    return [e for e in pending_events(ledger, 10_000) if kind is None or e.kind == kind]
 
 
 def test_a_conversation_becomes_work_item_and_interaction_events(
-    sn_sandbox: ServiceNowSandbox, intake: ServiceNowIntake, sqlite_ledger: Ledger
+    sn_sandbox: ServiceNowSandbox, intake: ServiceNowIntake, sqlite_ledger: SqlLedger
 ) -> None:
     started = sn_sandbox.control.create_interaction(OVERFLOW.sn_external_id, "help")
     sn_sandbox.control.create_interaction(BILLING.sn_external_id)  # not mapped here
@@ -63,15 +64,16 @@ def test_a_conversation_becomes_work_item_and_interaction_events(
         started["interaction"],
         "on_hold",
     )
-    cursor = sqlite_ledger.get_cursor(ITEMS)
-    assert cursor == f"{item.payload['sys_updated_on']}|{started['work_item']}"
+    cursor = get_cursor(sqlite_ledger, ITEMS)
+    assert cursor is not None
+    assert Watermark.decode(cursor) == Watermark(item.occurred_at, started["work_item"])
 
 
 def test_interactions_the_bridge_made_are_read_whatever_their_queue(
     sn_sandbox: ServiceNowSandbox,
     sn_adapter: ServiceNowAdapter,
     intake: ServiceNowIntake,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> None:
     made = sn_adapter.insert(
         "interaction", {"state": "new", "type": "chat", "correlation_id": "0Mw5g00000000A1AAA"}
@@ -82,7 +84,7 @@ def test_interactions_the_bridge_made_are_read_whatever_their_queue(
 
 
 def test_state_changes_are_new_events_and_a_quiet_poll_costs_one_call_per_stream(
-    sn_sandbox: ServiceNowSandbox, intake: ServiceNowIntake, sqlite_ledger: Ledger
+    sn_sandbox: ServiceNowSandbox, intake: ServiceNowIntake, sqlite_ledger: SqlLedger
 ) -> None:
     started = sn_sandbox.control.create_interaction(SUPPORT.sn_external_id)
     poll(intake, sn_sandbox)
@@ -100,7 +102,7 @@ def test_state_changes_are_new_events_and_a_quiet_poll_costs_one_call_per_stream
 
 
 def test_keyset_pages_of_one_second_skip_and_repeat_nothing(
-    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter, sqlite_ledger: Ledger
+    sn_sandbox: ServiceNowSandbox, sn_adapter: ServiceNowAdapter, sqlite_ledger: SqlLedger
 ) -> None:
     intake = intake_for(sn_adapter, sqlite_ledger, page=5)
     started = [sn_sandbox.control.create_interaction(SUPPORT.sn_external_id) for _ in range(12)]
@@ -117,7 +119,7 @@ def test_a_restarted_intake_resumes_from_the_cursor(
     sn_sandbox: ServiceNowSandbox,
     sn_adapter: ServiceNowAdapter,
     intake: ServiceNowIntake,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> None:
     first = sn_sandbox.control.create_interaction(SUPPORT.sn_external_id)
     poll(intake, sn_sandbox)
@@ -137,7 +139,7 @@ def test_a_restarted_intake_resumes_from_the_cursor(
 def test_the_overlap_window_catches_a_change_committed_late(
     sn_sandbox: ServiceNowSandbox,
     sn_adapter: ServiceNowAdapter,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
     overlap: float,
     seen: bool,
 ) -> None:
@@ -155,7 +157,7 @@ def test_the_overlap_window_catches_a_change_committed_late(
 
 
 def test_first_start_reads_active_records_only_and_reset_starts_over(
-    sn_sandbox: ServiceNowSandbox, intake: ServiceNowIntake, sqlite_ledger: Ledger
+    sn_sandbox: ServiceNowSandbox, intake: ServiceNowIntake, sqlite_ledger: SqlLedger
 ) -> None:
     ended = sn_sandbox.control.create_interaction(SUPPORT.sn_external_id)
     sn_sandbox.control.abandon_interaction(ended["interaction"])
@@ -165,7 +167,7 @@ def test_first_start_reads_active_records_only_and_reset_starts_over(
         live["work_item"]
     ]
     intake.reset()
-    assert all(sqlite_ledger.get_cursor(s) is None for s in intake.streams())
+    assert all(get_cursor(sqlite_ledger, s) is None for s in intake.streams())
     again = poll(intake, sn_sandbox)
     assert (again[ITEMS].recorded, again[ITEMS].duplicates) == (0, 1)
 

@@ -12,9 +12,9 @@ import pytest
 from bridge.app.cli import main
 from bridge.app.runtime import Runtime
 from bridge.app.settings import load_settings
-from bridge.ledger import Ledger
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge.ledger import SqlLedger
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
 from tests.integration.conftest import AUTHORIZATION_CONTEXT
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def configured(
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
     (tmp_path / "data").mkdir()
-    ledger = Ledger(f"sqlite:///{tmp_path / 'data' / 'ledger.db'}")
+    ledger = SqlLedger(f"sqlite:///{tmp_path / 'data' / 'ledger.db'}")
     ledger.upgrade()
     ledger.close()
     return tmp_path

@@ -13,18 +13,20 @@ from bridge.adapters.servicenow.client import ServiceNowAdapter
 from bridge.app.runtime import Runtime
 from bridge.app.settings import Settings
 from bridge.domain.mapping import Tables, load_tables
-from bridge.ledger import Ledger
+from bridge.ledger import SqlLedger
 from bridge.reconcile import RunReport, context_for, run
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.salesforce.ids import make_id
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.salesforce.ids import make_id
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
 
 pytestmark = pytest.mark.integration
 
 GONE_QUEUE = make_id("00G", 99)
 
 
-def build(ledger: Ledger, sf: SalesforceAdapter, sn: ServiceNowAdapter, tables: Tables) -> Runtime:
+def build(
+    ledger: SqlLedger, sf: SalesforceAdapter, sn: ServiceNowAdapter, tables: Tables
+) -> Runtime:
     return Runtime(Settings(_env_file=None), ledger, tables, salesforce=sf, servicenow=sn)
 
 
@@ -34,7 +36,7 @@ def runtime(
     sn_sandbox: ServiceNowSandbox,
     sf_adapter: SalesforceAdapter,
     sn_adapter: ServiceNowAdapter,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> Iterator[Runtime]:
     rt = build(sqlite_ledger, sf_adapter, sn_adapter, load_tables())
     yield rt
@@ -84,7 +86,7 @@ def test_servicenow_answering_garbage_is_a_recorded_failure(
 
 
 def test_a_mapping_that_no_longer_matches_the_org_is_reported(
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
     sf_adapter: SalesforceAdapter,
     sn_adapter: ServiceNowAdapter,
     sf_sandbox: SalesforceSandbox,

@@ -17,12 +17,13 @@ from bridge.app.runtime import Runtime
 from bridge.app.settings import Settings
 from bridge.domain.mapping import load_tables
 from bridge.engine import interaction_sys_id
-from bridge.ledger import Correlation, Finding, Ledger, ReconcileRun
+from bridge.ledger import Correlation, Finding, ReconcileRun, SqlLedger
 from bridge.ledger.rows import utcnow
 from bridge.reconcile import Options, RunReport, RuntimePipeline, context_for, run, scheduled
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.app import SalesforceSandbox
-from bridge.sandbox.servicenow.app import ServiceNowSandbox
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.servicenow.app import ServiceNowSandbox
+from tests.fixtures.ledger import db_session, pending_events
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def runtime(
     sn_sandbox: ServiceNowSandbox,
     sf_adapter: SalesforceAdapter,
     sn_adapter: ServiceNowAdapter,
-    sqlite_ledger: Ledger,
+    sqlite_ledger: SqlLedger,
 ) -> Iterator[Runtime]:
     list(sf_adapter.query("SELECT Id FROM Group"))  # signed in: no token call counts below
     rt = Runtime(
@@ -64,17 +65,17 @@ def kinds(report: RunReport) -> list[tuple[str, str]]:
     return [(f["kind"], f["status"]) for f in report.findings]
 
 
-def correlation(ledger: Ledger) -> Correlation:
-    with ledger.reading() as session:
+def correlation(ledger: SqlLedger) -> Correlation:
+    with db_session(ledger) as session:
         rows = list(session.scalars(select(Correlation)))
     assert len(rows) == 1
     return rows[0]
 
 
-def set_state(ledger: Ledger, state: str, **changes: Any) -> None:
+def set_state(ledger: SqlLedger, state: str, **changes: Any) -> None:
     corr = correlation(ledger)
     with ledger.transaction() as tx:
-        tx.update_correlation(corr, corr.version, state=state, **changes)
+        tx.correlations.update(corr, corr.version, state=state, **changes)
 
 
 def offered(rt: Runtime, sf: SalesforceSandbox, sn: ServiceNowSandbox) -> dict[str, Any]:
@@ -101,8 +102,8 @@ def assert_dry_run_is_read_only(
     return report
 
 
-def assert_recorded(ledger: Ledger, report: RunReport, status: str = "applied") -> None:
-    with ledger.reading() as session:
+def assert_recorded(ledger: SqlLedger, report: RunReport, status: str = "applied") -> None:
+    with db_session(ledger) as session:
         run_row = session.get(ReconcileRun, report.run_id)
         found = list(session.scalars(select(Finding).where(Finding.run_id == report.run_id)))
     assert run_row is not None
@@ -176,7 +177,7 @@ def test_an_unseen_psr_already_pushed_is_reported_not_adopted(
     assert kinds(report) == [("unseen_psr", "unresolved")]
     assert report.findings[0]["action"] is None
     assert "pushed to an agent" in str(report.findings[0]["reason"])
-    assert runtime.ledger.pending_events(10) == []
+    assert pending_events(runtime.ledger, 10) == []
 
 
 def test_a_young_psr_is_left_to_intake(runtime: Runtime, sf_sandbox: SalesforceSandbox) -> None:
@@ -362,10 +363,10 @@ def test_the_scheduled_job_writes_repairs_for_the_daemon_to_send(
     sf_sandbox.control.start_conversation("Support_External")
     scheduled(runtime, FAST)()
 
-    with runtime.ledger.reading() as session:
+    with db_session(runtime.ledger) as session:
         [run_row] = list(session.scalars(select(ReconcileRun)))
         adopted = list(session.scalars(select(Finding).where(Finding.kind == "unseen_psr")))
     assert run_row.mode == "apply"
     assert [f.status for f in adopted] == ["applied"]
     assert sn_sandbox.control.pending_offers() == []  # written, not sent: the daemon sends
-    assert [e.source for e in runtime.ledger.pending_events(10)] == ["reconciler"]
+    assert [e.source for e in pending_events(runtime.ledger, 10)] == ["reconciler"]

@@ -9,9 +9,9 @@ import pytest
 from sqlmodel import select
 
 from bridge.app.cli import main
-from bridge.ledger import rows
-from bridge.ledger.store import Ledger
-from bridge.sandbox.demo import MIX, pick
+from bridge.ledger import SqlLedger, rows
+from bridge_sandbox.demo import MIX, pick
+from tests.fixtures.ledger import db_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,8 +28,8 @@ def test_demo_of_20_conversations_matches_its_ledger(tmp_path, capsys, monkeypat
     assert sum(report["scenarios"].values()) == 20
     assert set(report["scenarios"]) == set(MIX)  # every kind of scenario played
 
-    ledger = Ledger(report["ledger_url"])
-    with ledger.reading() as session:
+    ledger = SqlLedger(report["ledger_url"])
+    with db_session(ledger) as session:
         states = Counter(session.scalars(select(rows.Correlation.state)).all())
         dead = session.scalars(
             select(rows.OutboxCommand).where(rows.OutboxCommand.status == "dead")

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 
 from bridge.errors import NotFound
-from bridge.ledger import Ledger, audit
-from tests.fixtures.ledger import T0, seed_ledger
+from bridge.ledger import SqlLedger, audit
+from tests.fixtures.ledger import T0, db_session, seed_ledger
 
 
 @pytest.fixture
-def seeded(ledger: Ledger) -> tuple[Ledger, dict[str, str]]:
+def seeded(ledger: SqlLedger) -> tuple[SqlLedger, dict[str, str]]:
     return ledger, seed_ledger(ledger)
 
 
@@ -31,18 +31,23 @@ def seeded(ledger: Ledger) -> tuple[Ledger, dict[str, str]]:
     ],
 )
 def test_list_filters(
-    seeded: tuple[Ledger, dict[str, str]], filters: dict[str, object], expected: list[str]
+    seeded: tuple[SqlLedger, dict[str, str]], filters: dict[str, object], expected: list[str]
 ) -> None:
     ledger, ids = seeded
-    with ledger.reading() as session:
-        found = audit.list_correlations(session, audit.CorrelationFilter(**filters), 10)
+    with db_session(ledger) as session:
+        found = audit.AuditReader(session).list_correlations(audit.CorrelationFilter(**filters), 10)
     assert [c.id for c in found] == [ids[k] for k in expected]
 
 
-def test_iter_correlations_streams_everything(seeded: tuple[Ledger, dict[str, str]]) -> None:
+def test_iter_correlations_streams_everything(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
     ledger, ids = seeded
-    with ledger.reading() as session:
-        found = {c.id for c in audit.iter_correlations(session, audit.CorrelationFilter(), batch=1)}
+    with db_session(ledger) as session:
+        found = {
+            c.id
+            for c in audit.AuditReader(session).iter_correlations(
+                audit.CorrelationFilter(), batch=1
+            )
+        }
     assert found == {ids["correlation"], ids["other"]}
 
 
@@ -50,10 +55,10 @@ def test_iter_correlations_streams_everything(seeded: tuple[Ledger, dict[str, st
     "key",
     ["correlation", "psr", "work_item", "agent_work", "sn_work_item", "sn_document", "segment"],
 )
-def test_detail_by_any_id(seeded: tuple[Ledger, dict[str, str]], key: str) -> None:
+def test_detail_by_any_id(seeded: tuple[SqlLedger, dict[str, str]], key: str) -> None:
     ledger, ids = seeded
-    with ledger.reading() as session:
-        detail = audit.correlation_detail(session, ids[key])
+    with db_session(ledger) as session:
+        detail = audit.AuditReader(session).correlation_detail(ids[key])
     assert detail.correlation.id == ids["correlation"]
     assert [s.outcome for s in detail.segments] == ["accepted"]
     assert len(detail.events) == 2
@@ -61,29 +66,29 @@ def test_detail_by_any_id(seeded: tuple[Ledger, dict[str, str]], key: str) -> No
     assert [f.action for f in detail.findings] == ["delete_route"]
 
 
-def test_detail_of_unknown_id(seeded: tuple[Ledger, dict[str, str]]) -> None:
+def test_detail_of_unknown_id(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
     ledger, _ = seeded
     with (
-        ledger.reading() as session,
+        db_session(ledger) as session,
         pytest.raises(NotFound, match="no correlation has the id 'zzz'"),
     ):
-        audit.correlation_detail(session, "zzz")
+        audit.AuditReader(session).correlation_detail("zzz")
 
 
-def test_timeline_is_in_time_order(seeded: tuple[Ledger, dict[str, str]]) -> None:
+def test_timeline_is_in_time_order(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
     ledger, ids = seeded
-    with ledger.reading() as session:
-        entries = audit.timeline(audit.correlation_detail(session, ids["psr"]))
+    with db_session(ledger) as session:
+        entries = audit.timeline(audit.AuditReader(session).correlation_detail(ids["psr"]))
     assert [e.at for e in entries] == sorted(e.at for e in entries)
     assert [e.what for e in entries[:3]] == ["correlation", "event", "segment"]
     assert {e.what for e in entries} == {"correlation", "event", "segment", "command", "finding"}
     assert any(e.summary == "#1 accepted" for e in entries)
 
 
-def test_stats(seeded: tuple[Ledger, dict[str, str]]) -> None:
+def test_stats(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
     ledger, _ = seeded
-    with ledger.reading() as session:
-        data = audit.stats(session)
+    with db_session(ledger) as session:
+        data = audit.AuditReader(session).stats()
     assert data["correlations"] == {
         "total": 2,
         "open": 2,
@@ -98,13 +103,13 @@ def test_stats(seeded: tuple[Ledger, dict[str, str]]) -> None:
     assert data["last_reconcile_run"]["status"] == "succeeded"
 
 
-def test_reconcile_runs_and_findings(seeded: tuple[Ledger, dict[str, str]]) -> None:
+def test_reconcile_runs_and_findings(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
     ledger, ids = seeded
-    with ledger.reading() as session:
-        runs = audit.reconcile_runs(session, 5)
-        run, findings = audit.run_findings(session, ids["run"])
+    with db_session(ledger) as session:
+        runs = audit.AuditReader(session).reconcile_runs(5)
+        run, findings = audit.AuditReader(session).run_findings(ids["run"])
         with pytest.raises(NotFound):
-            audit.run_findings(session, "nope")
+            audit.AuditReader(session).run_findings("nope")
     assert [(r.id, counts) for r, counts in runs] == [(ids["run"], {"planned": 1})]
     assert run.summary == {"planned": 1}
     assert [f.subject for f in findings] == [ids["psr"]]

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from bridge.errors import LedgerError
-from bridge.ledger import Ledger, migrate
+from bridge.ledger import SqlLedger, migrate
 from bridge.ledger.rows import metadata
 
 TABLES = {
@@ -25,12 +25,12 @@ TABLES = {
 }
 
 
-def tables(ledger: Ledger) -> set[str]:
+def tables(ledger: SqlLedger) -> set[str]:
     return set(inspect(ledger.engine).get_table_names()) - {"alembic_version"}
 
 
 def test_upgrade_from_empty_and_downgrade(ledger_url: str) -> None:
-    ledger = Ledger(ledger_url)
+    ledger = SqlLedger(ledger_url)
     assert ledger.current() is None
     ledger.upgrade()
     assert ledger.current() == migrate.head()
@@ -45,14 +45,14 @@ def test_upgrade_from_empty_and_downgrade(ledger_url: str) -> None:
     ledger.close()
 
 
-def test_autogenerate_finds_no_difference(ledger: Ledger) -> None:
+def test_autogenerate_finds_no_difference(ledger: SqlLedger) -> None:
     with ledger.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
 
 
 def test_check_current_refuses_an_unmigrated_ledger(ledger_url: str) -> None:
-    ledger = Ledger(ledger_url)
+    ledger = SqlLedger(ledger_url)
     with pytest.raises(LedgerError, match="bridge db upgrade"):
         ledger.check_current()
     ledger.close()
@@ -80,7 +80,7 @@ def _broken_scripts(tmp_path: Path) -> Path:
 
 
 def test_a_migration_failing_half_way_leaves_the_previous_revision(
-    ledger: Ledger, tmp_path: Path
+    ledger: SqlLedger, tmp_path: Path
 ) -> None:
     scripts = _broken_scripts(tmp_path)
     with pytest.raises(LedgerError, match="left at revision 0001"):
@@ -89,7 +89,7 @@ def test_a_migration_failing_half_way_leaves_the_previous_revision(
     assert "half_done" not in tables(ledger)
 
 
-def test_a_ledger_newer_than_the_bridge_is_named(ledger: Ledger) -> None:
+def test_a_ledger_newer_than_the_bridge_is_named(ledger: SqlLedger) -> None:
     with ledger.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'ffff'")
     with pytest.raises(LedgerError, match="unknown to this bridge"):
@@ -99,13 +99,13 @@ def test_a_ledger_newer_than_the_bridge_is_named(ledger: Ledger) -> None:
 def test_corrupt_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is not a database, just some bytes" * 100)
-    ledger = Ledger(f"sqlite:///{path}")
+    ledger = SqlLedger(f"sqlite:///{path}")
     with pytest.raises(LedgerError, match="not a SQLite database"):
         ledger.current()
 
 
 def test_unreachable_postgres() -> None:
-    ledger = Ledger("postgresql://bridge:hunter2@127.0.0.1:1/ledger")
+    ledger = SqlLedger("postgresql://bridge:hunter2@127.0.0.1:1/ledger")
     with pytest.raises(LedgerError, match="unreachable") as info:
         ledger.current()
     assert "hunter2" not in str(info.value)
@@ -123,10 +123,10 @@ def test_unreachable_postgres() -> None:
 )
 def test_bad_ledger_urls(url: str, message: str) -> None:
     with pytest.raises(LedgerError, match=message):
-        Ledger(url)
+        SqlLedger(url)
 
 
-def test_sqlite_connection_settings(sqlite_ledger: Ledger) -> None:
+def test_sqlite_connection_settings(sqlite_ledger: SqlLedger) -> None:
     with sqlite_ledger.engine.connect() as conn:
         pragmas = {
             name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()

@@ -17,9 +17,10 @@ from bridge.domain import (
     SegmentOutcome,
     System,
 )
+from bridge.domain.conversation import ConversationData, dump_data, load_data
 from bridge.engine import derived_id, interaction_sys_id
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.ids import make_id
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.ids import make_id
 
 AT = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
@@ -50,6 +51,15 @@ SN2SF_ID = derived_id("sn", "document", DOC)
 SN_SEG_1 = derived_id("segment", SN2SF_ID, "1")
 
 
+def data_with(corr: Correlation, **changes: Any) -> ConversationData:
+    """The correlation's data with some entries replaced, written as the stored JSON."""
+    return load_data({**dump_data(corr.data), **changes})
+
+
+def with_data(corr: Correlation, **changes: Any) -> Correlation:
+    return replace(corr, data=data_with(corr, **changes))
+
+
 def event(kind: EventKind, record: dict[str, Any], event_id: str = "e1") -> Event:
     source = (
         System.SERVICENOW
@@ -57,6 +67,11 @@ def event(kind: EventKind, record: dict[str, Any], event_id: str = "e1") -> Even
         else System.SALESFORCE
     )
     return Event(source, kind, event_id, AT, record)
+
+
+def reconciled(ev: Event) -> Event:
+    """The record as a reconciler read and fed it."""
+    return replace(ev, source_event_id=f"reconcile:{ev.source_event_id}", from_reconciler=True)
 
 
 def psr(
@@ -191,16 +206,18 @@ def sf2sn(state: CorrelationState) -> Correlation:
         sn_work_item_sys_id=AWI_1,
         sn_queue_sys_id=SUPPORT.sn_queue_sys_id,
         sn_user_sys_id=ALICE.sn_user_sys_id,
-        data={
-            "push_timeout": 30,
-            "work_items": {
-                AWI_1: {"user": ALICE.sn_user_sys_id, "state": "pending_accept", "active": True}
-            },
-            "expect": [
-                f"interaction:{INTERACTION}:on_hold",
-                f"awa_work_item:{SEG_1}:pending_accept",
-            ],
-        },
+        data=load_data(
+            {
+                "push_timeout": 30,
+                "work_items": {
+                    AWI_1: {"user": ALICE.sn_user_sys_id, "state": "pending_accept", "active": True}
+                },
+                "expect": [
+                    f"interaction:{INTERACTION}:on_hold",
+                    f"awa_work_item:{SEG_1}:pending_accept",
+                ],
+            }
+        ),
         segments=(seg,),
     )
     if state is CorrelationState.OFFERED:
@@ -211,7 +228,7 @@ def sf2sn(state: CorrelationState) -> Correlation:
         return replace(
             base,
             sf_agent_work_id=AW_ALICE,
-            data={**base.data, "work_items": accepted_items, "agent_work": assigned},
+            data=data_with(base, work_items=accepted_items, agent_work=assigned),
             segments=(replace(seg, sf_user_id=ALICE.sf_user_id, sf_agent_work_id=AW_ALICE),),
         )
     opened = {AW_ALICE: {"user": ALICE.sf_user_id, "status": "Opened", "own": True}}
@@ -225,7 +242,7 @@ def sf2sn(state: CorrelationState) -> Correlation:
         base,
         sf_agent_work_id=AW_ALICE,
         sf_user_id=ALICE.sf_user_id,
-        data={**base.data, "work_items": accepted_items, "agent_work": opened},
+        data=data_with(base, work_items=accepted_items, agent_work=opened),
         segments=(accepted,),
     )
     if state is CorrelationState.ACTIVE:
@@ -265,7 +282,7 @@ def sn2sf(state: CorrelationState) -> Correlation:
         sn_document_sys_id=DOC,
         sn_work_item_sys_id=AWI_SN,
         sn_queue_sys_id=OVERFLOW.sn_queue_sys_id,
-        data={"work_items": {AWI_SN: {"user": None, "state": "queued", "active": True}}},
+        data=load_data({"work_items": {AWI_SN: {"user": None, "state": "queued", "active": True}}}),
     )
     if state is CorrelationState.ROUTING:
         return base
@@ -282,13 +299,13 @@ def sn2sf(state: CorrelationState) -> Correlation:
     )
     assigned = {AW_SN: {"user": ALICE.sf_user_id, "status": "Assigned", "own": False}}
     if state is CorrelationState.ASSIGNED:
-        return replace(base, data={**base.data, "agent_work": assigned}, segments=(seg,))
+        return replace(base, data=data_with(base, agent_work=assigned), segments=(seg,))
     opened = {AW_SN: {"user": ALICE.sf_user_id, "status": "Opened", "own": False}}
     return replace(
         base,
         sf_agent_work_id=AW_SN,
         sf_user_id=ALICE.sf_user_id,
         sn_user_sys_id=ALICE.sn_user_sys_id,
-        data={**base.data, "agent_work": opened},
+        data=data_with(base, agent_work=opened),
         segments=(replace(seg, outcome=SegmentOutcome.ACCEPTED),),
     )

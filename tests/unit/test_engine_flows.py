@@ -36,11 +36,12 @@ from engine_builders import (
     event,
     interaction,
     psr,
+    reconciled,
     sf2sn,
     sn2sf,
+    with_data,
 )
 
-from bridge import engine
 from bridge.domain import (
     Command,
     Correlation,
@@ -54,7 +55,8 @@ from bridge.domain import (
 )
 from bridge.domain.mapping import Tables, load_tables
 from bridge.engine import apply_result, classify, correlation_keys, translate
-from bridge.sandbox.salesforce.ids import make_id, to15
+from bridge.engine.builders import spread
+from bridge_sandbox.salesforce.ids import make_id, to15
 
 S = CorrelationState
 ALL_SN = [a.sn_user_sys_id for a in (ALICE, BOB, CAROL, DAN)]
@@ -203,12 +205,9 @@ def test_sn_to_sf_route_accept_close(tables: Tables) -> None:
 
 def test_guard_cancels_assigned_agent_work_of_another_user(tables: Tables) -> None:
     corr = sf2sn(S.OFFERED)
-    corr = replace(
+    corr = with_data(
         corr,
-        data={
-            **corr.data,
-            "agent_work": {AW_ALICE: {"user": ALICE.sf_user_id, "status": "Assigned", "own": True}},
-        },
+        agent_work={AW_ALICE: {"user": ALICE.sf_user_id, "status": "Assigned", "own": True}},
     )
     decision = translate(awa("accepted", assigned_to=BOB.sn_user_sys_id), corr, tables)
     assert [op for op, _ in ops(decision)] == ["update_agent_work", "create_agent_work"]
@@ -224,12 +223,9 @@ def test_guard_cancels_assigned_agent_work_of_another_user(tables: Tables) -> No
 
 def test_guard_leaves_the_same_users_agent_work(tables: Tables) -> None:
     corr = sf2sn(S.OFFERED)
-    corr = replace(
+    corr = with_data(
         corr,
-        data={
-            **corr.data,
-            "agent_work": {AW_ALICE: {"user": ALICE.sf_user_id, "status": "Assigned", "own": True}},
-        },
+        agent_work={AW_ALICE: {"user": ALICE.sf_user_id, "status": "Assigned", "own": True}},
     )
     decision = translate(awa("accepted", assigned_to=ALICE.sn_user_sys_id), corr, tables)
     assert [op for op, _ in ops(decision)] == ["create_agent_work"]
@@ -240,7 +236,7 @@ def test_guard_cancels_a_pending_offer_before_a_new_one(tables: Tables) -> None:
     items = {
         AWI_OLD: {"user": CAROL.sn_user_sys_id, "state": "pending_accept", "active": True},
     }
-    corr = replace(corr, data={**corr.data, "work_items": items})
+    corr = with_data(corr, work_items=items)
     decision = translate(awa("queued", timed_out=True), corr, tables)
     assert [op for op, _ in ops(decision)] == ["cancel_work_item", "offer"]
     assert ops(decision)[0][1] == {"sys_id": AWI_OLD, "cancel_reason": "manually_assigned"}
@@ -256,24 +252,18 @@ def test_guard_cancels_a_pending_offer_before_a_new_one(tables: Tables) -> None:
         ("own offer", sf2sn(S.OFFERED), awa("pending_accept", assigned_to=ALICE.sn_user_sys_id)),
         (
             "own AgentWork (by work item and user)",
-            replace(
+            with_data(
                 sf2sn(S.ASSIGNING),
-                data={
-                    **sf2sn(S.ASSIGNING).data,
-                    "agent_work": {},
-                    "expect": [f"agent_work:{WI}:{ALICE.sf_user_id}:Assigned"],
-                },
+                agent_work={},
+                expect=[f"agent_work:{WI}:{ALICE.sf_user_id}:Assigned"],
             ),
             agent_work("Assigned"),
         ),
         (
             "own close",
-            replace(
+            with_data(
                 sf2sn(S.CLOSED),
-                data={
-                    **sf2sn(S.CLOSED).data,
-                    "expect": [f"interaction:{INTERACTION}:closed_complete"],
-                },
+                expect=[f"interaction:{INTERACTION}:closed_complete"],
             ),
             interaction("closed_complete"),
         ),
@@ -290,18 +280,13 @@ def test_echo(name: str, before: Correlation, ev: Any, tables: Tables) -> None:
 def test_echo_learns_the_agent_work_id(tables: Tables) -> None:
     corr = sf2sn(S.ASSIGNING)
     corr = replace(
-        corr,
+        with_data(corr, agent_work={}, expect=[f"agent_work:{WI}:{ALICE.sf_user_id}:Assigned"]),
         sf_agent_work_id=None,
-        data={
-            **corr.data,
-            "agent_work": {},
-            "expect": [f"agent_work:{WI}:{ALICE.sf_user_id}:Assigned"],
-        },
     )
     decision = translate(agent_work("Assigned"), corr, tables)
     assert decision.correlation is not None
     assert decision.correlation.sf_agent_work_id == AW_ALICE
-    assert decision.correlation.data["agent_work"][AW_ALICE]["own"] is True
+    assert decision.correlation.data.agent_work[AW_ALICE].own is True
 
 
 def test_foreign_agent_work_is_a_transfer_not_an_echo(tables: Tables) -> None:
@@ -338,7 +323,7 @@ def test_reoffer_limit_moves_to_the_fallback_queue(tables: Tables) -> None:
 
 def test_reoffer_stops_when_nobody_is_left(tables: Tables) -> None:
     corr = sf2sn(S.OFFERED)
-    corr = replace(corr, data={**corr.data, "excluded": ALL_SN[1:]})
+    corr = with_data(corr, excluded=ALL_SN[1:])
     decision = translate(awa("queued", rejected=True), corr, tables)
     assert decision.outcome is EventOutcome.ERROR
     assert decision.reason is not None
@@ -638,7 +623,7 @@ def _command(operation: Operation, seq: int | None = 1, **params: Any) -> Comman
             sf2sn(S.ASSIGNING),
             _command(Operation.CREATE_AGENT_WORK, UserId=ALICE.sf_user_id),
             {"id": to15(AW_ALICE)},
-            lambda c: c.sf_agent_work_id == AW_ALICE and c.data["agent_work"][AW_ALICE]["own"],
+            lambda c: c.sf_agent_work_id == AW_ALICE and c.data.agent_work[AW_ALICE].own,
         ),
         (
             "route answer ids",
@@ -652,7 +637,7 @@ def _command(operation: Operation, seq: int | None = 1, **params: Any) -> Comman
             sn2sf(S.ROUTING),
             _command(Operation.ROUTE, None),
             {"psrId": PSR_SN, "routingCorrelationId": "rc-1", "success": True},
-            lambda c: c.data["routing_correlation_id"] == "rc-1",
+            lambda c: c.data.routing_correlation_id == "rc-1",
         ),
         (
             "POST /agentWork answer: agentWorkId, not the response's own id",
@@ -708,7 +693,61 @@ def test_commands_name_their_system(tables: Tables) -> None:
 def test_offers_spread_over_the_queue_agents(n):
     """Each conversation prefers another agent first; all of them stay candidates."""
     agents = [f"agent{i}" for i in range(n)]
-    firsts = {engine._spread(agents, f"correlation-{k}")[0] for k in range(200)}
+    firsts = {spread(agents, f"correlation-{k}")[0] for k in range(200)}
     assert firsts == set(agents)
-    assert all(sorted(engine._spread(agents, f"c{k}")) == agents for k in range(20))
-    assert engine._spread(agents, "same") == engine._spread(agents, "same")
+    assert all(sorted(spread(agents, f"c{k}")) == agents for k in range(20))
+    assert spread(agents, "same") == spread(agents, "same")
+
+
+# --- what a reconciler's read left behind -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "ev", "trigger"),
+    [
+        ("intake's PSR is a change, not an orphan", sf2sn(S.ABANDONED), psr(), "psr.created"),
+        ("read PSR of an ended conversation", sf2sn(S.CLOSED), reconciled(psr()), "psr.orphaned"),
+        ("read PSR still routing", sf2sn(S.OFFERED), reconciled(psr()), "psr.created"),
+        (
+            "read AgentWork the bridge made for another agent",
+            replace(sf2sn(S.ACTIVE), sf_user_id=BOB.sf_user_id),
+            reconciled(agent_work("Assigned")),
+            "agent_work.still_assigned",
+        ),
+        (
+            "read AgentWork Salesforce made: a transfer not yet seen",
+            sf2sn(S.ACTIVE),
+            reconciled(agent_work("Assigned", aw_id=AW_BOB, user=BOB.sf_user_id)),
+            "agent_work.assigned",
+        ),
+        (
+            "read AWA item pending for an ended conversation",
+            sf2sn(S.ABANDONED),
+            reconciled(awa("pending_accept")),
+            "work_item.still_pending",
+        ),
+        (
+            "read AWA item of a live offer",
+            sf2sn(S.OFFERED),
+            reconciled(awa("pending_accept")),
+            "work_item.pending_accept",
+        ),
+        (
+            "a deleted Salesforce work item has ended",
+            sf2sn(S.OFFERED),
+            event(EventKind.WORK_ITEM, {"Id": WI, "IsDeleted": True}),
+            "sf_work_item.ended",
+        ),
+    ],
+)
+def test_left_behind(name: str, before: Correlation, ev: Any, trigger: str) -> None:
+    assert classify(ev, before) == trigger, name
+
+
+def test_what_was_left_behind_is_never_an_echo(tables: Tables) -> None:
+    """The bridge expected its own offer's pending_accept; read after the end, it is drift."""
+    decision = translate(reconciled(awa("pending_accept")), sf2sn(S.ABANDONED), tables)
+    assert decision.outcome is EventOutcome.PROCESSED
+    assert ops(decision) == [
+        ("cancel_work_item", {"sys_id": AWI_1, "cancel_reason": "manually_assigned"})
+    ]

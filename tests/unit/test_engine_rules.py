@@ -24,6 +24,7 @@ from engine_builders import (
     interaction,
     psr,
     psr_deleted,
+    reconciled,
     sf2sn,
     sf_work_item,
     sn2sf,
@@ -405,6 +406,41 @@ CASES = [
         at(sn2sf, S.CLOSED),
         interaction("closed_abandoned", DOC),
         [],
+        "closed",
+    ),
+    # ------------------------------------------------- left behind (read by a reconciler)
+    Case(
+        "sf2sn.psr-orphaned", at(sf2sn, S.ABANDONED), reconciled(psr()), ["delete_psr"], "abandoned"
+    ),
+    Case(
+        "sn2sf.psr-orphaned", at(sn2sf, S.CLOSED), reconciled(sn_psr()), ["cancel_route"], "closed"
+    ),
+    Case(
+        "sf2sn.agent-work-still-assigned",
+        at(sf2sn, S.CLOSED),
+        reconciled(agent_work("Assigned")),
+        ["update_agent_work"],
+        "closed",
+    ),
+    Case(
+        "sn2sf.agent-work-still-assigned",
+        at(sn2sf, S.ABANDONED),
+        reconciled(sn_aw("Assigned")),
+        ["update_agent_work"],
+        "abandoned",
+    ),
+    Case(
+        "sf2sn.awa-still-pending",
+        at(sf2sn, S.ABANDONED),
+        reconciled(awa("pending_accept")),
+        ["cancel_work_item"],
+        "abandoned",
+    ),
+    Case(
+        "sn2sf.awa-still-pending",
+        at(sn2sf, S.CLOSED),
+        reconciled(sn_awa("queued")),
+        ["cancel_work_item"],
         "closed",
     ),
 ]

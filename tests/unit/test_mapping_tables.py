@@ -20,8 +20,8 @@ from bridge.domain.mapping import (
     load_tables,
 )
 from bridge.errors import ConfigError
-from bridge.sandbox import seed
-from bridge.sandbox.salesforce.ids import to18
+from bridge_sandbox import seed
+from bridge_sandbox.salesforce.ids import to18
 
 
 @pytest.fixture

@@ -11,30 +11,53 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from bridge import engine
+from bridge.domain import Correlation as EngineCorrelation
+from bridge.domain import CorrelationState, Direction, Event, EventKind, System
 from bridge.domain.mapping import Tables, load_tables
+from bridge.domain.sf_ids import to18
+from bridge.engine import echo
 from bridge.errors import ConfigError
+from bridge.flow.processor import Processor
 from bridge.ledger import (
-    Correlation,
     Cursor,
     Finding,
-    Ledger,
     NewCommand,
     OutboxCommand,
     ReconcileRun,
+    SqlLedger,
 )
-from bridge.ledger.store import table
+from bridge.ledger.sql import table
 from bridge.reconcile import Context, Options, PlannedFinding, registry, run, select_reconcilers
 from bridge.reconcile.assigned_elsewhere import elsewhere
 from bridge.reconcile.base import RECONCILER_FAILED, Outcome
-from bridge.reconcile.orphaned_psr import OrphanedPsr, deletion, orphaned
-from bridge.reconcile.reads import Facts
+from bridge.reconcile.orphaned_psr import OrphanedPsr, deletion, orphaned, repair_event
+from bridge.reconcile.reads import CorrelationSummary
 from bridge.reconcile.stale_cursor import StaleCursor
 from bridge.reconcile.stuck_outbox import StuckOutbox
+from tests.fixtures.ledger import (
+    claim_commands,
+    db_session,
+    get_command,
+    get_cursor,
+    set_cursor,
+)
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 PSR = "0JR5g0000000001GAI"
 OTHER_PSR = "0JR5g0000000002GAI"
 ALICE = "0055g0000000001AAA"
+# the PSR as a reconciler reads it (ids with their real checksums)
+SF_PSR = to18(PSR[:15])
+PSR_RECORD = {
+    "Id": SF_PSR,
+    "SystemModstamp": "2026-03-02T11:00:00.000+0000",
+    "WorkItemId": to18("0Mw5g0000000001"),
+    "QueueId": to18("00G5g0000000001"),
+    "IsPushed": False,
+    "IsTransfer": False,
+    "Serial": 0,
+}
 BOB = "0055g0000000002AAA"
 
 
@@ -45,7 +68,7 @@ class NoSystem:
         raise AssertionError(f"unexpected call to {name}")
 
 
-def context(ledger: Ledger, **options: Any) -> Context:
+def context(ledger: SqlLedger, **options: Any) -> Context:
     return Context(
         ledger=ledger,
         tables=load_tables(),
@@ -56,14 +79,15 @@ def context(ledger: Ledger, **options: Any) -> Context:
     )
 
 
-def make_command(ledger: Ledger, status: str, attempts: int, age: timedelta) -> str:
+def make_command(ledger: SqlLedger, status: str, attempts: int, age: timedelta) -> str:
     with ledger.transaction() as tx:
-        corr = tx.create_correlation(direction="sf_to_sn", state="offered")
-        [command] = tx.enqueue(
+        corr = tx.correlations.create(direction="sf_to_sn", state="offered")
+        [command] = tx.outbox.add(
             NewCommand(f"{corr.id}:offer", corr.id, "servicenow", "offer", {"x": 1})
         )
-        t = table(OutboxCommand)
-        tx.session.execute(
+    t = table(OutboxCommand)
+    with db_session(ledger) as session:
+        session.execute(
             update(t)
             .where(t.c.id == command.id)
             .values(
@@ -77,8 +101,8 @@ def make_command(ledger: Ledger, status: str, attempts: int, age: timedelta) -> 
     return command.id
 
 
-def command(ledger: Ledger, command_id: str) -> OutboxCommand:
-    return ledger.get_command(command_id)
+def command(ledger: SqlLedger, command_id: str) -> OutboxCommand:
+    return get_command(ledger, command_id)
 
 
 # --- stuck_outbox ------------------------------------------------------------------------
@@ -98,7 +122,7 @@ def command(ledger: Ledger, command_id: str) -> OutboxCommand:
     ],
 )
 def test_stuck_outbox_plans(
-    sqlite_ledger: Ledger, status: str, attempts: int, age: timedelta, action: str | None
+    sqlite_ledger: SqlLedger, status: str, attempts: int, age: timedelta, action: str | None
 ) -> None:
     command_id = make_command(sqlite_ledger, status, attempts, age)
     found = list(StuckOutbox().plan(context(sqlite_ledger), None))
@@ -108,7 +132,7 @@ def test_stuck_outbox_plans(
         assert [(f.subject, f.action) for f in found] == [(command_id, action)]
 
 
-def test_stuck_outbox_release_makes_the_command_due_now(sqlite_ledger: Ledger) -> None:
+def test_stuck_outbox_release_makes_the_command_due_now(sqlite_ledger: SqlLedger) -> None:
     command_id = make_command(sqlite_ledger, "claimed", 1, timedelta(hours=1))
     report = run(context(sqlite_ledger), ["stuck_outbox"], apply=True)
     assert [(f["action"], f["status"]) for f in report.findings] == [("release", "applied")]
@@ -118,11 +142,11 @@ def test_stuck_outbox_release_makes_the_command_due_now(sqlite_ledger: Ledger) -
         None,
         None,
     )
-    claimed = sqlite_ledger.claim_commands("w", 10, 60, NOW)
+    claimed = claim_commands(sqlite_ledger, "w", 10, 60, NOW)
     assert [c.id for c in claimed] == [command_id]
 
 
-def test_stuck_outbox_dead_letters_a_command_out_of_attempts(sqlite_ledger: Ledger) -> None:
+def test_stuck_outbox_dead_letters_a_command_out_of_attempts(sqlite_ledger: SqlLedger) -> None:
     command_id = make_command(sqlite_ledger, "failed", 10, timedelta(hours=1))
     report = run(context(sqlite_ledger), ["stuck_outbox"], apply=True)
     assert report.findings[0]["status"] == "applied"
@@ -132,7 +156,7 @@ def test_stuck_outbox_dead_letters_a_command_out_of_attempts(sqlite_ledger: Ledg
     assert run(context(sqlite_ledger), ["stuck_outbox"], apply=False).findings == []
 
 
-def test_stuck_outbox_dry_run_changes_nothing(sqlite_ledger: Ledger) -> None:
+def test_stuck_outbox_dry_run_changes_nothing(sqlite_ledger: SqlLedger) -> None:
     command_id = make_command(sqlite_ledger, "claimed", 1, timedelta(hours=1))
     report = run(context(sqlite_ledger), ["stuck_outbox"], apply=False)
     assert [f["status"] for f in report.findings] == ["planned"]
@@ -142,11 +166,11 @@ def test_stuck_outbox_dry_run_changes_nothing(sqlite_ledger: Ledger) -> None:
 # --- stale_cursor ------------------------------------------------------------------------
 
 
-def age_cursor(ledger: Ledger, stream: str, age: timedelta) -> None:
-    ledger.set_cursor(stream, "2026-01-01T00:00:00+00:00")
-    with ledger.transaction() as tx:
-        t = table(Cursor)
-        tx.session.execute(update(t).where(t.c.stream == stream).values(updated_at=NOW - age))
+def age_cursor(ledger: SqlLedger, stream: str, age: timedelta) -> None:
+    set_cursor(ledger, stream, "2026-01-01T00:00:00+00:00")
+    t = table(Cursor)
+    with db_session(ledger) as session:
+        session.execute(update(t).where(t.c.stream == stream).values(updated_at=NOW - age))
 
 
 @pytest.mark.parametrize(
@@ -158,25 +182,25 @@ def age_cursor(ledger: Ledger, stream: str, age: timedelta) -> None:
     ],
 )
 def test_stale_cursor_plans(
-    sqlite_ledger: Ledger, stream: str, age: timedelta, stale: bool
+    sqlite_ledger: SqlLedger, stream: str, age: timedelta, stale: bool
 ) -> None:
     age_cursor(sqlite_ledger, stream, age)
     found = list(StaleCursor().plan(context(sqlite_ledger), None))
     assert [f.subject for f in found] == ([stream] if stale else [])
 
 
-def test_stale_cursor_retention_is_configurable(sqlite_ledger: Ledger) -> None:
+def test_stale_cursor_retention_is_configurable(sqlite_ledger: SqlLedger) -> None:
     age_cursor(sqlite_ledger, "servicenow:awa_work_item", timedelta(days=2))
     ctx = context(sqlite_ledger, retention={"servicenow:": timedelta(days=1)})
     assert [f.subject for f in StaleCursor().plan(ctx, None)] == ["servicenow:awa_work_item"]
 
 
-def test_stale_cursor_apply_resets_it(sqlite_ledger: Ledger) -> None:
+def test_stale_cursor_apply_resets_it(sqlite_ledger: SqlLedger) -> None:
     stream = "salesforce:PendingServiceRouting"
     age_cursor(sqlite_ledger, stream, timedelta(days=4))
     report = run(context(sqlite_ledger), ["stale_cursor"], apply=True)
     assert [(f["subject"], f["status"]) for f in report.findings] == [(stream, "applied")]
-    assert sqlite_ledger.get_cursor(stream) is None
+    assert get_cursor(sqlite_ledger, stream) is None
     assert report.exit_code == 0
 
 
@@ -195,7 +219,9 @@ class Boom:
         raise AssertionError("never applied")
 
 
-def test_a_reconciler_that_raises_is_recorded_and_the_others_go_on(sqlite_ledger: Ledger) -> None:
+def test_a_reconciler_that_raises_is_recorded_and_the_others_go_on(
+    sqlite_ledger: SqlLedger,
+) -> None:
     age_cursor(sqlite_ledger, "salesforce:AgentWork", timedelta(days=4))
     known = {"boom": Boom(), "stale_cursor": StaleCursor()}
     report = run(context(sqlite_ledger), None, apply=True, known=known)
@@ -208,7 +234,7 @@ def test_a_reconciler_that_raises_is_recorded_and_the_others_go_on(sqlite_ledger
     ]
     assert "RuntimeError: the sky fell" in str(report.findings[1]["reason"])
     assert report.exit_code == 1
-    with sqlite_ledger.reading() as session:
+    with db_session(sqlite_ledger) as session:
         run_row = session.get(ReconcileRun, report.run_id)
         rows = list(session.scalars(select(Finding).where(Finding.run_id == report.run_id)))
     assert run_row is not None
@@ -217,7 +243,7 @@ def test_a_reconciler_that_raises_is_recorded_and_the_others_go_on(sqlite_ledger
     assert len(rows) == 3
 
 
-def test_many_findings_are_written_in_batches(sqlite_ledger: Ledger) -> None:
+def test_many_findings_are_written_in_batches(sqlite_ledger: SqlLedger) -> None:
     for _ in range(3):
         make_command(sqlite_ledger, "claimed", 1, timedelta(hours=1))
 
@@ -262,8 +288,10 @@ def test_every_reconciler_has_a_unique_name_and_a_description() -> None:
 # --- decisions ---------------------------------------------------------------------------
 
 
-def corr(state: str, **cols: Any) -> Facts:
-    return Facts(id="c1", direction=cols.pop("direction", "sf_to_sn"), state=state, **cols)
+def corr(state: str, **cols: Any) -> CorrelationSummary:
+    return CorrelationSummary(
+        id="c1", direction=cols.pop("direction", "sf_to_sn"), state=state, **cols
+    )
 
 
 @pytest.mark.parametrize(
@@ -293,23 +321,47 @@ def test_which_psrs_are_orphaned(state: str, current_psr: str, orphan: bool) -> 
     ],
 )
 def test_how_an_orphaned_psr_is_deleted(
-    sqlite_ledger: Ledger, direction: str, conversation: str | None, mode: str, operation: str
+    sqlite_ledger: SqlLedger, direction: str, conversation: str | None, mode: str, operation: str
 ) -> None:
+    """The repair is the PSR as read; the engine deletes it the way the finding says."""
     ctx = context(sqlite_ledger)
     t = ctx.tables
     policies = t.policies.model_copy(update={"orphan_psr_deletion": mode})
     ctx.tables = Tables(t.crosswalk, policies, t.rules)
-    command = deletion(
-        ctx, corr("abandoned", direction=direction, sf_conversation_id=conversation), PSR
+    facts = corr("abandoned", direction=direction, sf_conversation_id=conversation)
+    assert deletion(ctx, facts).value == operation
+    event = repair_event(PSR_RECORD, facts.id)
+    decision = engine.translate(
+        Event(
+            System.SALESFORCE,
+            EventKind.PSR,
+            event.source_event_id,
+            event.occurred_at,
+            event.payload,
+            from_reconciler=True,
+        ),
+        EngineCorrelation(
+            id="c1",
+            direction=Direction(direction),
+            state=CorrelationState.ABANDONED,
+            sf_psr_id=SF_PSR,
+            sf_conversation_id=conversation,
+        ),
+        ctx.tables,
     )
+    assert decision.trigger == "psr.orphaned"
+    [command] = decision.commands
     assert command.operation == operation
-    assert command.idempotency_key == f"reconcile:orphaned_psr:{PSR}"
     expected = (
-        {"id": PSR}
+        {"id": SF_PSR}
         if operation == "delete_psr"
         else {"conversationIdentifier": conversation, "cancelReason": "Cancel"}
     )
-    assert dict(command.payload) == expected
+    assert dict(command.params) == expected
+    # keyed by the repair: an earlier delete of the same PSR that failed is sent again
+    assert command.idempotency_key.endswith(f"@{event.source_event_id}")
+    assert decision.correlation is not None
+    assert echo.psr_deleted(SF_PSR) in decision.correlation.data.expect
 
 
 @pytest.mark.parametrize(
@@ -331,41 +383,30 @@ def test_which_assigned_agent_work_is_elsewhere(
     assert elsewhere(corr(state, sf_user_id=holder), user, made_by_bridge=own) is cancel
 
 
-@pytest.mark.parametrize(
-    ("earlier", "status", "says"),
-    [
-        (None, "skipped", "still on its way (pending)"),
-        ("dead", "unresolved", "delete_psr dead: INVALID_ID"),
-        ("confirmed", "unresolved", "drift is still there"),
-    ],
-)
-def test_a_repair_already_in_the_outbox_is_not_written_twice(
-    sqlite_ledger: Ledger, earlier: str | None, status: str, says: str
+def test_a_repair_event_is_fed_once_and_the_engine_deletes_the_psr(
+    sqlite_ledger: SqlLedger,
 ) -> None:
     ctx = context(sqlite_ledger)
     with sqlite_ledger.transaction() as tx:
-        row = tx.create_correlation(direction="sf_to_sn", state="abandoned", sf_psr_id=PSR)
+        row = tx.correlations.create(direction="sf_to_sn", state="abandoned", sf_psr_id=SF_PSR)
     finding = PlannedFinding(
         kind="orphaned_psr",
         subject=PSR,
         reason="r",
         action="delete_psr",
         correlation_id=row.id,
-        commands=(deletion(ctx, Facts(row.id, "sf_to_sn", "abandoned", PSR), PSR),),
-        expect=(f"psr_deleted:{PSR}",),
+        events=(repair_event(PSR_RECORD, row.id),),
     )
     with sqlite_ledger.transaction() as tx:
         first = OrphanedPsr().apply(ctx, tx, finding)
     assert first.status == "applied"
-    if earlier == "dead":
-        sqlite_ledger.dead_letter(first.command_ids[0], "INVALID_ID")
-    elif earlier == "confirmed":
-        sqlite_ledger.complete_command(first.command_ids[0], {})
     with sqlite_ledger.transaction() as tx:
         second = OrphanedPsr().apply(ctx, tx, finding)
-    assert second.status == status
-    assert says in str(second.reason)
-    with sqlite_ledger.reading() as session:
-        stored = session.get(Correlation, row.id)
+    assert (second.status, second.reason) == ("skipped", "an earlier run fed the same event")
+
+    stats = Processor(sqlite_ledger, ctx.tables).process_pending()
+    assert (stats.processed, stats.commands) == (1, 1)
+    with sqlite_ledger.transaction() as tx:
+        stored = tx.correlations.get(row.id)
     assert stored is not None
-    assert stored.data["expect"] == [f"psr_deleted:{PSR}"]
+    assert stored.data.expect == (echo.psr_deleted(SF_PSR),)

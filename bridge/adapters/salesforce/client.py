@@ -1,6 +1,7 @@
 """The Salesforce adapter: REST through simple-salesforce, the Interaction Service API
 through the same authenticated requests session, every failure mapped once to the
-bridge's error branches (``bridge.adapters.http.raise_http_errors`` on the session)."""
+bridge's error branches by ``ERRORS`` (``bridge.adapters.http.raise_http_errors`` on the
+session), an expired session renewed once (``call_with_token_refresh``)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,36 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
-from bridge.adapters.http import make_session, raise_http_errors
+from bridge.adapters.http import call_with_token_refresh, make_session, raise_http_errors
 from bridge.adapters.salesforce.auth import SYSTEM, SalesforceTokens, Token
 from bridge.app.settings import Settings
-from bridge.errors import BridgeError, Permanent, from_http, from_transport
+from bridge.errors import (
+    HTTP_ERRORS,
+    ErrorRule,
+    Permanent,
+    Skippable,
+    from_http,
+    from_transport,
+)
 
 T = TypeVar("T")
 
 # SOQL `IN (...)` batches: 200 ids keep the query far below the 100,000-character limit.
 IN_BATCH = 200
+
+# The error table: Salesforce's per-endpoint overrides, then the common rows.
+ERRORS: tuple[ErrorRule, ...] = (
+    # Omni-Channel deletes the PSR itself when the work is accepted or the conversation
+    # ends: a delete that finds none has nothing left to do.
+    ErrorRule(
+        Skippable,
+        status=404,
+        method="DELETE",
+        endpoint="*/sobjects/PendingServiceRouting/{id}",
+        reason="the PSR is already gone",
+    ),
+    *HTTP_ERRORS,
+)
 
 
 class SalesforceApi(Protocol):
@@ -89,7 +111,7 @@ class SalesforceAdapter:
         authorization_context_type: str = "ConversationChannelDefinition",
         instance_url: str | None = None,
     ) -> None:
-        raise_http_errors(session, SYSTEM)
+        raise_http_errors(session, SYSTEM, ERRORS)
         self._session = session
         self._tokens = tokens
         self._api_version = api_version
@@ -136,9 +158,8 @@ class SalesforceAdapter:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _sf(self) -> tuple[Salesforce, Token]:
-        """The client for the current token (a new one after a refresh), and that token."""
-        token = self._tokens.token()
+    def _client_for(self, token: Token) -> Salesforce:
+        """The simple-salesforce client for ``token`` (a new one after a refresh)."""
         with self._lock:
             if self._client is None or self._client_token is not token:
                 self._client = Salesforce(
@@ -148,24 +169,20 @@ class SalesforceAdapter:
                     session=self._session,
                 )
                 self._client_token = token
-            return self._client, token
+            return self._client
 
     def _call(self, fn: Callable[[Salesforce], T]) -> T:
         """Run one client call; re-authenticate once on an expired session; map errors."""
-        for attempt in (1, 2):
-            client, token = self._sf()
+
+        def attempt(token: Token) -> T:
             try:
-                return fn(client)
-            except BridgeError as exc:
-                if exc.status == 401 and attempt == 1:
-                    self._tokens.refresh(token)
-                    continue
-                raise
+                return fn(self._client_for(token))
             except SalesforceError as exc:  # 3xx answers: the session hook raises for >= 400
-                raise from_http(SYSTEM, exc.status, str(exc.content)) from exc
+                raise from_http(SYSTEM, exc.status, str(exc.content), table=ERRORS) from exc
             except requests.RequestException as exc:
                 raise from_transport(SYSTEM, exc) from exc
-        raise Permanent("unreachable", system=SYSTEM)  # pragma: no cover
+
+        return call_with_token_refresh(attempt, self._tokens, system=SYSTEM)
 
     @property
     def api_usage(self) -> tuple[int, int] | None:
@@ -245,12 +262,14 @@ class SalesforceAdapter:
                 "BRIDGE_SALESFORCE__ORG_ID and BRIDGE_SALESFORCE__AUTHORIZATION_CONTEXT",
                 system=SYSTEM,
             )
-        for attempt in (1, 2):
-            token = self._tokens.token()
+        org_id, context = self._org_id, self._authorization_context
+        url = f"{self._scrt_url}/api/v1{path}"
+
+        def attempt(token: Token) -> dict[str, Any]:
             headers = {
                 "Authorization": f"Bearer {token.access_token.get_secret_value()}",
-                "OrgId": self._org_id,
-                "AuthorizationContext": self._authorization_context,
+                "OrgId": org_id,
+                "AuthorizationContext": context,
                 "RequestId": request_id,
                 "Content-Type": "application/json",
             }
@@ -258,20 +277,16 @@ class SalesforceAdapter:
                 headers["AuthorizationContextType"] = self._authorization_context_type
             try:
                 response = self._session.request(
-                    method, f"{self._scrt_url}/api/v1{path}", headers=headers, data=json.dumps(body)
+                    method, url, headers=headers, data=json.dumps(body)
                 )
                 payload = response.json() if response.content else {}
-            except BridgeError as exc:
-                if exc.status == 401 and attempt == 1:
-                    self._tokens.refresh(token)
-                    continue
-                raise
             except requests.RequestException as exc:
                 raise from_transport(SYSTEM, exc) from exc
             except ValueError as exc:
                 raise Permanent(f"{method} {path}: the answer is not JSON", system=SYSTEM) from exc
             return payload if isinstance(payload, dict) else {"body": payload}
-        raise Permanent("unreachable", system=SYSTEM)  # pragma: no cover
+
+        return call_with_token_refresh(attempt, self._tokens, system=SYSTEM)
 
     def route(self, request_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /route``: route a conversation (Initial or Transfer) to a queue or flow."""

@@ -19,8 +19,8 @@ from bridge.adapters.salesforce.client import (
     soql_datetime,
     soql_string,
 )
-from bridge.flow.intake import DEFAULT_OVERLAP_SECONDS, PollResult
-from bridge.ledger.store import Ledger, NewEvent
+from bridge.flow.intake import DEFAULT_OVERLAP_SECONDS, PollResult, StreamRecorder, Watermark
+from bridge.ledger.ports import Ledger, NewEvent
 
 SOURCE = "salesforce"
 PSR_STREAM = "salesforce:PendingServiceRouting"
@@ -84,7 +84,7 @@ class SalesforceIntake:
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     ) -> None:
         self._api = api
-        self._ledger = ledger
+        self._recorder = StreamRecorder(ledger)
         self._queue_ids = list(dict.fromkeys(queue_ids))
         self._work_item_types = [
             t for t in dict.fromkeys(work_item_types) if t in ENDED_WORK_ITEM_STATUSES
@@ -96,8 +96,7 @@ class SalesforceIntake:
         return (PSR_STREAM, PSR_DELETED_STREAM, AGENT_WORK_STREAM, *work_items)
 
     def reset(self) -> None:
-        for stream in self.streams():
-            self._ledger.delete_cursor(stream)
+        self._recorder.forget(*self.streams())
 
     def poll(
         self, now: datetime, on_recorded: Callable[[PollResult], None] | None = None
@@ -112,8 +111,8 @@ class SalesforceIntake:
         return [read().handed(on_recorded) for read in reads]
 
     def _since(self, stream: str) -> datetime | None:
-        cursor = self._ledger.get_cursor(stream)
-        return None if cursor is None else datetime.fromisoformat(cursor) - self._overlap
+        mark = self._recorder.watermark(stream)
+        return None if mark is None else mark.at - self._overlap
 
     def _record(
         self,
@@ -145,10 +144,10 @@ class SalesforceIntake:
                     payload=record,
                 )
             )
-        cursor = newest.isoformat() if newest is not None else None
-        if cursor is None and first_start:
-            cursor = now.isoformat()
-        result = self._ledger.record_events(stream, events, cursor)
+        reached = Watermark(newest) if newest is not None else None
+        if reached is None and first_start:
+            reached = Watermark(now)
+        result = self._recorder.record(stream, events, reached)
         lag = (now - newest).total_seconds() if newest is not None else None
         poll = PollResult(stream, len(result.inserted), len(result.duplicates), lag)
         poll.observe(SOURCE, kind)
@@ -203,16 +202,12 @@ class SalesforceIntake:
 
     def _poll_deleted_psr(self, now: datetime) -> PollResult:
         stream = PSR_DELETED_STREAM
-        cursor = self._ledger.get_cursor(stream)
+        mark = self._recorder.watermark(stream)
         # The org covers deletions up to the last whole minute (latestDateCovered): start a
         # minute back from the cursor; the inbox drops repeats. After a long outage, start
         # as far back as the org allows (deletions older than that are gone for good; the
         # reconcilers find what they left behind).
-        start = (
-            datetime.fromisoformat(cursor) - timedelta(minutes=1)
-            if cursor is not None
-            else now - timedelta(minutes=5)
-        )
+        start = mark.at - timedelta(minutes=1) if mark is not None else now - timedelta(minutes=5)
         start = max(start, now - DELETED_RETENTION + timedelta(minutes=1))
         # the API reads whole seconds: end at the next one so that a deletion of this very
         # second is in the window
@@ -228,7 +223,7 @@ class SalesforceIntake:
             )
             for record_id, when in deleted
         ]
-        result = self._ledger.record_events(stream, events, now.isoformat())
+        result = self._recorder.record(stream, events, Watermark(now))
         poll = PollResult(stream, len(result.inserted), len(result.duplicates), None)
         poll.observe(SOURCE, "psr_deleted")
         return poll

@@ -1,5 +1,6 @@
 """The ServiceNow adapter: queries through pysnc's GlideRecord, writes and AWA offers through
-the same authenticated session, every failure mapped once to the bridge's error branches.
+the same authenticated session, every failure mapped once to the bridge's error branches by
+``ERRORS``, an OAuth token renewed once after a 401 (``call_with_token_refresh``).
 
 pysnc's own retry (urllib3 ``Retry`` on 429/5xx) is switched off: it would retry outside
 the ledger, ignore ``Retry-After`` and hide calls from the outbox's accounting.
@@ -7,7 +8,6 @@ the ledger, ignore ``Retry-After`` and hide calls from the outbox's accounting.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -16,19 +16,49 @@ from pydantic import SecretStr
 from pysnc import ServiceNowClient
 from pysnc import exceptions as snc_errors
 
-from bridge.adapters.http import make_session, raise_http_errors
+from bridge.adapters.http import (
+    call_with_token_refresh,
+    endpoint_of,
+    make_session,
+    raise_http_errors,
+)
+from bridge.adapters.servicenow.auth import SYSTEM, ServiceNowTokens
 from bridge.app.settings import Settings
-from bridge.errors import BridgeError, ConfigError, Permanent, from_transport
+from bridge.errors import HTTP_ERRORS, ConfigError, ErrorRule, Permanent, from_http, from_transport
 
 T = TypeVar("T")
 
-SYSTEM = "servicenow"
 # sys_id IN (...) batches: keep URLs well below common 8 KB limits (and below the length at
 # which pysnc silently switches a query to the Batch API, whose errors it swallows).
 IN_BATCH = 100
 # Rows per request when a query has no limit; the instance's default maximum per page.
 PYSNC_PAGE = 1000
 MAX_PAGE = 10_000
+
+OFFER = "/api/now/awa/documents/*/offer"  # any document table and sys_id
+# An offer or blind transfer AWA refused because the agent cannot take it now: the
+# executor tries its next candidate on this code.
+AGENT_NOT_AVAILABLE = "AGENT_NOT_AVAILABLE"
+
+# The error table: ServiceNow's per-endpoint overrides, then the common rows. AWA's
+# refusals carry no error code, only their documented message.
+ERRORS: tuple[ErrorRule, ...] = (
+    *(
+        ErrorRule(
+            Permanent,
+            status=409,
+            message=message,
+            method="POST",
+            endpoint=OFFER,
+            as_code=AGENT_NOT_AVAILABLE,
+        )
+        for message in (
+            "Agent is not available",
+            "Transfer failed - couldn't blind transfer to agent",
+        )
+    ),
+    *HTTP_ERRORS,
+)
 
 
 class ServiceNowApi(Protocol):
@@ -92,10 +122,14 @@ class ServiceNowAdapter:
         client_secret: SecretStr | None = None,
     ) -> None:
         self._instance_url = instance_url.rstrip("/")
-        raise_http_errors(session, SYSTEM)
+        raise_http_errors(session, SYSTEM, ERRORS)
         self._session = session
-        self._oauth = (client_id, client_secret) if client_id and client_secret else None
-        if self._oauth is None:
+        self._tokens: ServiceNowTokens | None = None
+        if client_id and client_secret:
+            self._tokens = ServiceNowTokens(
+                session, self._instance_url, client_id=client_id, client_secret=client_secret
+            )
+        else:
             if not (username and password):
                 raise ConfigError(
                     "ServiceNow needs basic auth (BRIDGE_SERVICENOW__USERNAME/PASSWORD) or "
@@ -103,8 +137,6 @@ class ServiceNowAdapter:
                     system=SYSTEM,
                 )
             session.auth = requests.auth.HTTPBasicAuth(username, password.get_secret_value())
-        self._token_lock = threading.Lock()
-        self._token: str | None = None
         self._client = ServiceNowClient(self._instance_url, session, auto_retry=False)
 
     @classmethod
@@ -128,48 +160,21 @@ class ServiceNowAdapter:
 
     # -- auth and errors -------------------------------------------------------------------
 
-    def _ensure_token(self, stale: str | None = None) -> str | None:
-        """The OAuth access token on the session (fetched when missing or ``stale``)."""
-        if self._oauth is None:
-            return None
-        with self._token_lock:
-            if self._token is not None and self._token != stale:
-                return self._token
-            client_id, secret = self._oauth
-            try:
-                response = self._session.post(
-                    f"{self._instance_url}/oauth_token.do",
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": client_id,
-                        "client_secret": secret.get_secret_value(),
-                    },
-                )
-                token = str(response.json()["access_token"])
-            except requests.RequestException as exc:
-                raise from_transport(SYSTEM, exc) from exc
-            except (ValueError, KeyError, TypeError) as exc:
-                raise Permanent("OAuth answer without an access_token", system=SYSTEM) from exc
-            self._token = token
-            self._session.headers["Authorization"] = f"Bearer {token}"
-            return token
-
     def _call(self, fn: Callable[[], T]) -> T:
         """Run one call; with OAuth, fetch a new token once on a 401; map errors."""
-        for attempt in (1, 2):
-            token = self._ensure_token()
+
+        def attempt(token: str | None = None) -> T:
+            del token  # on the session already
             try:
                 return fn()
-            except BridgeError as exc:
-                if exc.status == 401 and self._oauth is not None and attempt == 1:
-                    self._ensure_token(stale=token)
-                    continue
-                raise
             except requests.RequestException as exc:
                 raise from_transport(SYSTEM, exc) from exc
             except snc_errors.RequestException as exc:  # an answer pysnc could not read
                 raise Permanent(f"unreadable answer: {str(exc)[:300]}", system=SYSTEM) from exc
-        raise Permanent("unreachable", system=SYSTEM)  # pragma: no cover
+
+        if self._tokens is None:  # basic auth: a 401 is the password, no token to renew
+            return attempt()
+        return call_with_token_refresh(attempt, self._tokens, system=SYSTEM)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         def send() -> dict[str, Any]:
@@ -274,14 +279,20 @@ class ServiceNowAdapter:
         self, document_table: str, document_sys_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """AWA Offer Work API: a new assignment or a transfer."""
-        answer = self._request(
-            "POST",
-            f"/api/now/awa/documents/{document_table}/{document_sys_id}/offer",
-            json=dict(body),
-        )
+        path = f"/api/now/awa/documents/{document_table}/{document_sys_id}/offer"
+        answer = self._request("POST", path, json=dict(body))
         result = answer.get("result", answer)
         if isinstance(result, dict) and result.get("success") is False:
-            raise Permanent(str(result.get("message")), system=SYSTEM, status=200, detail=result)
+            # a refusal in a 200: classified by the same table as one in a 4xx
+            raise from_http(
+                SYSTEM,
+                200,
+                str(result.get("message")),
+                detail=result,
+                method="POST",
+                endpoint=endpoint_of(path),
+                table=ERRORS,
+            )
         return result if isinstance(result, dict) else {"result": result}
 
 

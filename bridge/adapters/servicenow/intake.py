@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bridge.adapters.servicenow.client import ServiceNowApi
-from bridge.flow.intake import DEFAULT_OVERLAP_SECONDS, PAGE, PollResult
-from bridge.ledger.store import Ledger, NewEvent
+from bridge.flow.intake import DEFAULT_OVERLAP_SECONDS, PAGE, PollResult, StreamRecorder, Watermark
+from bridge.ledger.ports import Ledger, NewEvent
 
 SOURCE = "servicenow"
 SN_TIME = "%Y-%m-%d %H:%M:%S"
@@ -73,7 +73,7 @@ class ServiceNowIntake:
         page: int = PAGE,
     ) -> None:
         self._api = api
-        self._ledger = ledger
+        self._recorder = StreamRecorder(ledger)
         self._queues = list(dict.fromkeys(queue_sys_ids))
         self._overlap = timedelta(seconds=overlap_seconds)
         self._page = page
@@ -82,8 +82,7 @@ class ServiceNowIntake:
         return (stream_of("awa_work_item"), stream_of("interaction"))
 
     def reset(self) -> None:
-        for stream in self.streams():
-            self._ledger.delete_cursor(stream)
+        self._recorder.forget(*self.streams())
 
     def poll(
         self, now: datetime, on_recorded: Callable[[PollResult], None] | None = None
@@ -101,13 +100,12 @@ class ServiceNowIntake:
     def _poll(self, table: str, fields: Sequence[str], condition: str, now: datetime) -> PollResult:
         kind = table
         stream = stream_of(table)
-        cursor = self._ledger.get_cursor(stream)
+        mark = self._recorder.watermark(stream)
         after: tuple[str, str] | None = None
-        if cursor is None:
+        if mark is None:
             condition = f"active=true^{condition}"
         else:
-            stamp = parse_sn_datetime(cursor.split("|", 1)[0]) - self._overlap
-            after = (stamp.strftime(SN_TIME), "")
+            after = ((mark.at - self._overlap).strftime(SN_TIME), "")
         recorded = duplicates = 0
         newest: datetime | None = None
         while True:
@@ -127,15 +125,15 @@ class ServiceNowIntake:
             last = rows[-1]
             after = (last["sys_updated_on"], last["sys_id"])
             newest = parse_sn_datetime(last["sys_updated_on"])
-            result = self._ledger.record_events(stream, events, "|".join(after))
+            result = self._recorder.record(stream, events, Watermark(newest, last["sys_id"]))
             recorded += len(result.inserted)
             duplicates += len(result.duplicates)
             if len(rows) < self._page:
                 break
-        if cursor is None and newest is None:
+        if mark is None and newest is None:
             # First start and nothing live: from now on, by time (a change made before the
             # next poll must not depend on the first start's active-only query).
-            self._ledger.set_cursor(stream, f"{now.strftime(SN_TIME)}|")
+            self._recorder.record(stream, [], Watermark(now.replace(microsecond=0)))
         lag = (now - newest).total_seconds() if newest is not None else None
         poll = PollResult(stream, recorded, duplicates, lag)
         poll.observe(SOURCE, kind)

@@ -20,11 +20,10 @@ from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlmodel import SQLModel
 
 from bridge.app.settings import load_settings
 from bridge.errors import ConfigError
-from bridge.ledger import Ledger
+from bridge.ledger import SqlLedger
 
 
 @dataclass
@@ -70,7 +69,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def record(row: SQLModel) -> dict[str, Any]:
+def record(row: BaseModel) -> dict[str, Any]:
     """A ledger row as a dict, columns in their declared order."""
     return {name: getattr(row, name) for name in type(row).model_fields}
 
@@ -198,9 +197,9 @@ def parse_when(text: str, now: datetime, option: str = "--since") -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def open_ledger(*, check: bool = True) -> Ledger:
+def open_ledger(*, check: bool = True) -> SqlLedger:
     """The configured ledger; by default refuses one that is not fully migrated."""
-    ledger = Ledger.from_settings(load_settings())
+    ledger = SqlLedger.from_settings(load_settings())
     if check:
         ledger.check_current()
     return ledger

@@ -7,10 +7,10 @@ from typing import Any
 
 import typer
 from pydantic import BaseModel, SecretStr
-from sqlalchemy import make_url
 
 from bridge.app.commands.common import JsonFlag, columns, emit, mask
 from bridge.app.settings import Settings, env_name, load_settings, setting_origins
+from bridge.ledger.database import masked_url
 
 app = typer.Typer(help="Inspect the bridge's settings.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def _display(path: tuple[str, ...], value: Any, settings: Settings) -> Any:
         return mask(value)
     if path == ("ledger_url",):
         # The effective URL, never with its password.
-        return make_url(settings.effective_ledger_url).render_as_string(hide_password=True)
+        return masked_url(settings.effective_ledger_url)
     return value
 
 

@@ -116,8 +116,8 @@ def list_(
     flt = _filter(
         state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
     )
-    with open_ledger().reading() as session:
-        rows = [record(c) for c in audit.list_correlations(session, flt, limit)]
+    with open_ledger().reading() as tx:
+        rows = [record(c) for c in tx.audit.list_correlations(flt, limit)]
     emit(rows, LIST_COLUMNS, as_json=as_json, title="correlations")
 
 
@@ -134,8 +134,8 @@ def _dump_detail(detail: audit.CorrelationDetail) -> dict[str, Any]:
 @app.command("show")
 def show(any_id: AnyId, as_json: JsonFlag = False) -> None:
     """One correlation with its segments, events and commands."""
-    with open_ledger().reading() as session:
-        data = _dump_detail(audit.correlation_detail(session, any_id))
+    with open_ledger().reading() as tx:
+        data = _dump_detail(tx.audit.correlation_detail(any_id))
     if as_json:
         print_json(data)
         return
@@ -152,8 +152,8 @@ def show(any_id: AnyId, as_json: JsonFlag = False) -> None:
 @app.command("timeline")
 def timeline(any_id: AnyId, as_json: JsonFlag = False) -> None:
     """Every event, segment change, command and finding of a correlation, in time order."""
-    with open_ledger().reading() as session:
-        entries = audit.timeline(audit.correlation_detail(session, any_id))
+    with open_ledger().reading() as tx:
+        entries = audit.timeline(tx.audit.correlation_detail(any_id))
     emit([vars(e) for e in entries], TIMELINE_COLUMNS, as_json=as_json, title="timeline")
 
 
@@ -180,8 +180,8 @@ def export(
     flt = _filter(
         state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
     )
-    with open_ledger().reading() as session:
-        rows: Iterator[dict[str, Any]] = (record(c) for c in audit.iter_correlations(session, flt))
+    with open_ledger().reading() as tx:
+        rows: Iterator[dict[str, Any]] = (record(c) for c in tx.audit.iter_correlations(flt))
         out = sys.stdout if output is None else output.open("w", encoding="utf-8", newline="")
         try:
             if fmt is ExportFormat.csv:
@@ -198,8 +198,8 @@ def export(
 @app.command("stats")
 def stats(as_json: JsonFlag = False) -> None:
     """Counts by state and status, open correlations, intake cursors, last reconciliation."""
-    with open_ledger().reading() as session:
-        data = audit.stats(session)
+    with open_ledger().reading() as tx:
+        data = tx.audit.stats()
     if as_json:
         print_json(data)
         return
@@ -251,11 +251,11 @@ def events(
     """Inbox events with what became of each; `--status error --status skipped` lists the
     input the bridge refused, with the reason."""
     when = parse_when(since, datetime.now(UTC)) if since else None
-    with open_ledger().reading() as session:
+    with open_ledger().reading() as tx:
         rows = [
             record(e)
-            for e in audit.inbox_events(
-                session, statuses=status or (), source=source, kind=kind, since=when, limit=limit
+            for e in tx.audit.inbox_events(
+                statuses=status or (), source=source, kind=kind, since=when, limit=limit
             )
         ]
     emit(rows, EVENT_COLUMNS, as_json=as_json, title="inbox events")
@@ -268,17 +268,16 @@ def reconciliations(
     as_json: JsonFlag = False,
 ) -> None:
     """Recent reconciliation runs, or the findings of one run."""
-    with open_ledger().reading() as session:
+    with open_ledger().reading() as tx:
         if run is not None:
-            found, findings = audit.run_findings(session, run)
+            found, findings = tx.audit.run_findings(run)
             data: Any = {
                 "run": record(found),
                 "findings": [record(f) for f in findings],
             }
         else:
             data = [
-                {**record(r), "findings": counts}
-                for r, counts in audit.reconcile_runs(session, limit)
+                {**record(r), "findings": counts} for r, counts in tx.audit.reconcile_runs(limit)
             ]
     if run is None:
         emit(data, RUN_COLUMNS, as_json=as_json, title="reconcile runs")

@@ -26,7 +26,7 @@ from bridge.app.commands.common import (
 )
 from bridge.app.runtime import Runtime
 from bridge.app.settings import load_settings
-from bridge.ledger import Ledger
+from bridge.ledger import SqlLedger
 from bridge.ledger.rows import utcnow
 from bridge.reconcile import Progress as ProgressCallback
 from bridge.reconcile import RunReport, no_progress, run_with, select_reconcilers
@@ -86,7 +86,7 @@ def reconcile(
     settings = load_settings()
     names = [r.name for r in select_reconcilers(only)]
     when = parse_when(since, utcnow()) if since else None
-    ledger = Ledger.from_settings(settings)
+    ledger = SqlLedger.from_settings(settings)
     ledger.check_current()
     runtime = Runtime.build(settings, ledger=ledger)
     try:

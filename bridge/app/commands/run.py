@@ -10,7 +10,7 @@ import typer
 from bridge.app.daemon import Daemon
 from bridge.app.runtime import Runtime
 from bridge.app.settings import load_settings
-from bridge.ledger import Ledger
+from bridge.ledger import SqlLedger
 from bridge.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def run(
     /healthz, /readyz, /metrics endpoint until SIGTERM."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    ledger = Ledger.from_settings(settings)
+    ledger = SqlLedger.from_settings(settings)
     ledger.upgrade()
     runtime = Runtime.build(settings, ledger=ledger)
     reconcile = None
