@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.salesforce",
     "tests.fixtures.servicenow",
     "tests.fixtures.bridge",
+    "tests.fixtures.adapters",
 ]

@@ -12,10 +12,10 @@ from datetime import datetime
 
 from bridge.adapters.salesforce.client import SalesforceAdapter
 from bridge.adapters.salesforce.executor import SalesforceExecutor
-from bridge.adapters.salesforce.intake import SalesforceIntake
+from bridge.adapters.salesforce.polling import SalesforceIntake
 from bridge.adapters.servicenow.client import ServiceNowAdapter
 from bridge.adapters.servicenow.executor import ServiceNowExecutor
-from bridge.adapters.servicenow.intake import ServiceNowIntake
+from bridge.adapters.servicenow.polling import ServiceNowIntake
 from bridge.app.settings import Settings
 from bridge.domain import Direction
 from bridge.domain.mapping import Tables, load_tables

@@ -83,7 +83,7 @@ class PollResult:
     duplicates: int
     lag_seconds: float | None
 
-    def handed(self, on_recorded: Callable[[PollResult], None] | None) -> PollResult:
+    def pass_on(self, on_recorded: Callable[[PollResult], None] | None) -> PollResult:
         """Pass this result on when it brought new events; returns it."""
         if on_recorded is not None and self.recorded:
             on_recorded(self)

@@ -268,6 +268,16 @@ class SqlInbox:
         )
         return [EventState(*row) for row in self._session.execute(stmt.order_by(t.c.id))]
 
+    def find(self, keys: Sequence[tuple[str, str]]) -> list[EventState]:
+        """The inbox events with these (source, source_event_id) keys."""
+        if not keys:
+            return []
+        t = table(r.InboxEvent)
+        stmt = select(t.c.id, t.c.source_event_id, t.c.status, t.c.error).where(
+            or_(*(and_(t.c.source == src, t.c.source_event_id == sid) for src, sid in keys))
+        )
+        return [EventState(*row) for row in self._session.execute(stmt.order_by(t.c.id))]
+
     def add(self, event: NewEvent, stream: str) -> int | None:
         """One event (a reconciler's), or None when the inbox already holds it."""
         result = self.record(stream, [event], None)

@@ -33,7 +33,7 @@ __all__ = [
     "Progress",
     "Reconciler",
     "RunReport",
-    "RuntimePipeline",
+    "RuntimeDriver",
     "context_for",
     "no_progress",
     "registry",
@@ -45,7 +45,7 @@ __all__ = [
 
 
 @dataclass
-class RuntimePipeline:
+class RuntimeDriver:
     """The runtime's processor and dispatcher, driven by a one-off ``--apply`` run."""
 
     runtime: Runtime
@@ -88,8 +88,8 @@ def run_with(
     """One reconciliation with the runtime's adapters; ``settle`` drives the repairs through
     its processor and dispatcher before returning (one-off runs)."""
     ctx = context_for(runtime, options=options, progress=progress)
-    pipeline = RuntimePipeline(runtime) if apply and settle else None
-    return run(ctx, names, apply=apply, since=since, pipeline=pipeline)
+    driver = RuntimeDriver(runtime) if apply and settle else None
+    return run(ctx, names, apply=apply, since=since, driver=driver)
 
 
 def scheduled(runtime: Runtime, options: Options | None = None) -> Callable[[], None]:

@@ -15,7 +15,7 @@ from bridge.adapters.salesforce.client import parse_sf_datetime, soql_datetime
 from bridge.domain import AgentWorkStatus, CorrelationState, EventKind, Operation
 from bridge.ledger.lookups import CorrelationSummary
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import (
     FINAL_STATES,
     bridge_agent_work,
@@ -44,7 +44,7 @@ def elsewhere(corr: CorrelationSummary, user_id: str | None, *, made_by_bridge: 
     )
 
 
-class AssignedElsewhere(Repairs):
+class AssignedElsewhere(RepairWriter):
     name = KIND
     description = "AgentWork still Assigned while the work was accepted elsewhere: cancel it"
 

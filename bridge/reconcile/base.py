@@ -1,7 +1,7 @@
 """Reconciliation: each reconciler compares one slice of reality with the ledger and plans
 findings; a run records every finding (and the repair it wrote) in the ledger.
 
-Repairs are ordinary outbox commands (the operations the engine emits, with idempotency
+RepairWriter are ordinary outbox commands (the operations the engine emits, with idempotency
 keys ``reconcile:<kind>:<subject>``) or ordinary inbox events (``source="reconciler"``:
 "process this record as if intake had seen it"), written in the same transaction as the
 finding. A one-off ``--apply`` run then drives the processor and the dispatcher until what
@@ -122,10 +122,48 @@ def write_repair(tx: SqlTx, finding: PlannedFinding) -> Outcome:
     new_events = [i for i in event_ids if i is not None]
     command_ids = list(written.ids)
     if len(new_events) < len(finding.events):
-        return Outcome("skipped", "an earlier run fed the same event", command_ids, new_events)
+        return _earlier_feed(tx, finding.events, command_ids, new_events)
     if written.duplicate_keys:
         return _earlier_repair(tx, written.duplicate_keys, command_ids)
     return Outcome("applied", None, command_ids, new_events)
+
+
+def _earlier_feed(
+    tx: SqlTx, events: Sequence[NewEvent], command_ids: list[str], new_events: list[int]
+) -> Outcome:
+    """The same record was fed before (it has not changed since): ``skipped`` while that
+    event or its commands are on their way, ``unresolved`` with how it ended otherwise."""
+    earlier = tx.inbox.find([(e.source, e.source_event_id) for e in events])
+    fed = [e for e in earlier if e.id not in new_events]
+    waiting = [e for e in fed if e.status == "pending"]
+    if waiting:
+        return Outcome(
+            "skipped",
+            f"an earlier run fed the same event ({waiting[0].source_event_id}); "
+            "it is not processed yet",
+            command_ids,
+            new_events,
+        )
+    caused = tx.outbox.states(caused_by=[e.id for e in fed])
+    unfinished = [c for c in caused if c.status not in FINAL_COMMAND_STATUSES]
+    if unfinished:
+        return Outcome(
+            "skipped",
+            f"an earlier run's repair is still on its way ({unfinished[0].operation} "
+            f"{unfinished[0].status})",
+            command_ids + [c.id for c in unfinished],
+            new_events,
+        )
+    ended = ", ".join(
+        [f"event {e.source_event_id} {e.status}{': ' + e.error if e.error else ''}" for e in fed]
+        + [f"{c.operation} {c.status}{': ' + c.error if c.error else ''}" for c in caused]
+    )
+    return Outcome(
+        "unresolved",
+        f"an earlier run fed the same record ({ended}) and the drift is still there",
+        command_ids,
+        new_events,
+    )
 
 
 def _earlier_repair(tx: SqlTx, keys: Sequence[str], command_ids: list[str]) -> Outcome:
@@ -147,7 +185,7 @@ def _earlier_repair(tx: SqlTx, keys: Sequence[str], command_ids: list[str]) -> O
     )
 
 
-class Repairs:
+class RepairWriter:
     """The usual ``apply``: write the finding's commands and events."""
 
     def apply(self, ctx: Context, tx: SqlTx, finding: PlannedFinding) -> Outcome:
@@ -181,7 +219,7 @@ def select_reconcilers(
 # --- a run ----------------------------------------------------------------------------
 
 
-class Pipeline(Protocol):
+class RepairDriver(Protocol):
     """What drives repairs to completion: the processor (inbox) and the dispatcher."""
 
     def process_pending(self) -> object: ...
@@ -284,11 +322,11 @@ def run(
     *,
     apply: bool,
     since: datetime | None = None,
-    pipeline: Pipeline | None = None,
+    driver: RepairDriver | None = None,
     known: Mapping[str, Reconciler] | None = None,
 ) -> RunReport:
     """Run the reconcilers, record the run and every finding; with ``apply`` write the
-    repairs and, given a ``pipeline``, drive them until done (or the settle time-out)."""
+    repairs and, given a ``driver``, drive them until done (or the settle time-out)."""
     chosen = select_reconcilers(names, known)
     mode = "apply" if apply else "dry_run"
     started = time.monotonic()
@@ -319,8 +357,8 @@ def run(
             pending.add(_finding_row(ctx, run_row.id, reconciler.name, failed, Outcome("failed")))
         report.seconds[reconciler.name] = time.monotonic() - began
     pending.flush()
-    if pipeline is not None and written:
-        _settle(ctx, pipeline, written)
+    if driver is not None and written:
+        _settle(ctx, driver, written)
     rows = _run_findings(ctx.ledger, run_row.id)
     for row in rows:
         RECONCILE_FINDINGS.labels(row.reconciler, row.kind, row.status).inc()
@@ -376,12 +414,12 @@ def _finding_dict(row: Finding) -> dict[str, Any]:
 # --- settling: drive the repairs until they are done -----------------------------------
 
 
-def _settle(ctx: Context, pipeline: Pipeline, written: list[tuple[Finding, Outcome]]) -> None:
+def _settle(ctx: Context, driver: RepairDriver, written: list[tuple[Finding, Outcome]]) -> None:
     tracked = [(row, outcome) for row, outcome in written if outcome.status == "applied"]
     deadline = time.monotonic() + ctx.options.settle_timeout
     while True:
-        pipeline.process_pending()
-        claimed = pipeline.dispatch_once()
+        driver.process_pending()
+        claimed = driver.dispatch_once()
         verdicts = {row.id: _verdict(ctx.ledger, outcome) for row, outcome in tracked}
         if all(v[0] != "unresolved" for v in verdicts.values()) or time.monotonic() > deadline:
             break

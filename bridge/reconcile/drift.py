@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import ClassVar
 
 from bridge.adapters.salesforce.client import parse_sf_datetime
-from bridge.adapters.servicenow.intake import parse_sn_datetime
+from bridge.adapters.servicenow.polling import parse_sn_datetime
 from bridge.domain import CorrelationState
-from bridge.reconcile.base import Context, PlannedFinding, Repairs
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import (
     OPEN_STATES,
     correlation_rows,
@@ -51,7 +51,7 @@ class _Open:
     document: str | None
 
 
-class Drift(Repairs):
+class Drift(RepairWriter):
     name = KIND
     description = "Ledger vs both systems: open correlations whose objects are gone, and back"
 

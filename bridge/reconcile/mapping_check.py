@@ -11,7 +11,7 @@ from datetime import datetime
 from bridge.adapters.salesforce.client import SalesforceApi
 from bridge.adapters.servicenow.client import ServiceNowApi
 from bridge.domain.mapping import AWA_AGENT_ROLES, check_live
-from bridge.reconcile.base import Context, PlannedFinding, Repairs
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import sf18
 
 KIND = "mapping_mismatch"
@@ -57,7 +57,7 @@ class AdapterDirectory:
         return {r["sys_id"]: found.get(r["sys_id"], set()) for r in active}
 
 
-class MappingCheck(Repairs):
+class MappingCheck(RepairWriter):
     name = "mapping"
     description = "The mapping tables against the live systems: queues, users, channels"
 

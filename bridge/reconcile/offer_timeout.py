@@ -9,12 +9,12 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.adapters.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
+from bridge.adapters.servicenow.polling import WORK_ITEM_FIELDS, parse_sn_datetime
 from bridge.domain import CorrelationState, EventKind, Operation, WorkItemState
 from bridge.ledger.lookups import BATCH as LEDGER_BATCH
 from bridge.ledger.lookups import OpenOffer, chunks
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import PAGE
 
 KIND = "offer_timeout"
@@ -69,7 +69,7 @@ def _still_offered(row: dict[str, str], segment: OpenOffer) -> bool:
     )
 
 
-class OfferTimeout(Repairs):
+class OfferTimeout(RepairWriter):
     name = KIND
     description = "Offers past their time-out with no event: read the work item, feed it"
 

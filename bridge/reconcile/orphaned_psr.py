@@ -16,7 +16,7 @@ from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.domain import CorrelationState, EventKind, Operation
 from bridge.ledger.lookups import CorrelationSummary
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
 
 KIND = "orphaned_psr"
@@ -50,7 +50,7 @@ def repair_event(psr: dict[str, Any], correlation_id: str) -> NewEvent:
     )
 
 
-class OrphanedPsr(Repairs):
+class OrphanedPsr(RepairWriter):
     name = KIND
     description = "PSRs still present after acceptance or abandonment: delete them"
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.adapters.salesforce.client import parse_sf_datetime
-from bridge.adapters.servicenow.intake import WORK_ITEM_FIELDS, parse_sn_datetime
+from bridge.adapters.servicenow.polling import WORK_ITEM_FIELDS, parse_sn_datetime
 from bridge.domain import EventKind, Operation, WorkItemState
 from bridge.engine import SF_WORK_ITEM_ENDED
 from bridge.ledger.lookups import CorrelationSummary
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_sn, sn_queue_refs
 
 KIND = "pending_awa"
@@ -63,7 +63,7 @@ def _ended(ctx: Context, corrs: Sequence[CorrelationSummary]) -> dict[str, _Ende
     return ended
 
 
-class PendingAwa(Repairs):
+class PendingAwa(RepairWriter):
     name = KIND
     description = "AWA work items still pending for conversations that ended in Salesforce"
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bridge.adapters.salesforce.client import soql_datetime, soql_string
-from bridge.adapters.salesforce.intake import PSR_FIELDS
+from bridge.adapters.salesforce.polling import PSR_FIELDS
 from bridge.adapters.servicenow.client import MAX_PAGE
 from bridge.domain import CorrelationState, Direction
 from bridge.domain.mapping import Tables

@@ -13,7 +13,7 @@ from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.domain import Direction, Event, EventKind, System, Trigger
 from bridge.errors import BridgeError
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, Repairs
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
 
 KIND = "unseen_psr"
@@ -39,7 +39,7 @@ def _trigger(psr: dict[str, Any], event: NewEvent) -> Trigger | None:
         return None
 
 
-class UnseenPsr(Repairs):
+class UnseenPsr(RepairWriter):
     name = KIND
     description = "PSRs of mapped queues no correlation knows: adopt them"
 

@@ -23,7 +23,7 @@ from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable
 from bridge_sandbox import seed
 from bridge_sandbox.servicenow.app import ServiceNowSandbox
 from bridge_sandbox.servicenow.ratelimit import RateLimitRule
-from tests.integration.conftest import sn_adapter_for
+from tests.fixtures.adapters import sn_adapter_for
 
 ALICE, BOB = seed.AGENTS[0].sn_user_sys_id, seed.AGENTS[1].sn_user_sys_id
 SUPPORT = seed.QUEUES[0]

@@ -19,7 +19,7 @@ from bridge.domain.mapping import load_tables
 from bridge.engine import interaction_sys_id
 from bridge.ledger import Correlation, Finding, ReconcileRun, SqlLedger
 from bridge.ledger.rows import utcnow
-from bridge.reconcile import Options, RunReport, RuntimePipeline, context_for, run, scheduled
+from bridge.reconcile import Options, RunReport, RuntimeDriver, context_for, run, scheduled
 from bridge_sandbox import seed
 from bridge_sandbox.salesforce.app import SalesforceSandbox
 from bridge_sandbox.servicenow.app import ServiceNowSandbox
@@ -53,8 +53,8 @@ def runtime(
 
 def reconcile(rt: Runtime, name: str, *, apply: bool, now: datetime | None = None) -> RunReport:
     ctx = context_for(rt, now=now or utcnow() + timedelta(seconds=2), options=FAST)
-    pipeline = RuntimePipeline(rt) if apply else None
-    return run(ctx, [name], apply=apply, pipeline=pipeline)
+    driver = RuntimeDriver(rt) if apply else None
+    return run(ctx, [name], apply=apply, driver=driver)
 
 
 def writes(sf: SalesforceSandbox, sn: ServiceNowSandbox) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.adapters.servicenow.client import ServiceNowAdapter
-from bridge.adapters.servicenow.intake import ServiceNowIntake
+from bridge.adapters.servicenow.polling import ServiceNowIntake
 from bridge.flow.intake import PollResult, Watermark
 from bridge.ledger import InboxEvent, SqlLedger
 from bridge_sandbox import seed

@@ -15,7 +15,7 @@ from bridge.app.settings import load_settings
 from bridge.ledger import SqlLedger
 from bridge_sandbox.salesforce.app import SalesforceSandbox
 from bridge_sandbox.servicenow.app import ServiceNowSandbox
-from tests.integration.conftest import AUTHORIZATION_CONTEXT
+from tests.fixtures.adapters import AUTHORIZATION_CONTEXT
 
 pytestmark = pytest.mark.integration
 

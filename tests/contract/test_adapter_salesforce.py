@@ -25,7 +25,7 @@ from bridge.errors import ConfigError, OutcomeUnknown, Permanent, Retriable, Ski
 from bridge_sandbox import seed
 from bridge_sandbox.salesforce.app import SalesforceSandbox
 from bridge_sandbox.salesforce.ids import make_id, to15
-from tests.integration.conftest import sf_adapter_for
+from tests.fixtures.adapters import sf_adapter_for
 
 ALICE, BOB = seed.AGENTS[0].sf_user_id, seed.AGENTS[1].sf_user_id
 SUPPORT, OVERFLOW = seed.QUEUES[0].sf_queue_id, seed.QUEUES[2].sf_queue_id

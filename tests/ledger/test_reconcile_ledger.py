@@ -402,7 +402,9 @@ def test_a_repair_event_is_fed_once_and_the_engine_deletes_the_psr(
     assert first.status == "applied"
     with sqlite_ledger.transaction() as tx:
         second = OrphanedPsr().apply(ctx, tx, finding)
-    assert (second.status, second.reason) == ("skipped", "an earlier run fed the same event")
+    assert second.status == "skipped"
+    assert second.reason is not None
+    assert "not processed yet" in second.reason
 
     stats = Processor(sqlite_ledger, ctx.tables).process_pending()
     assert (stats.processed, stats.commands) == (1, 1)
@@ -410,3 +412,19 @@ def test_a_repair_event_is_fed_once_and_the_engine_deletes_the_psr(
         stored = tx.correlations.get(row.id)
     assert stored is not None
     assert stored.data.expect == (echo.psr_deleted(SF_PSR),)
+
+    # the earlier repair's command was sent and is still out: skipped, naming it
+    with sqlite_ledger.transaction() as tx:
+        on_its_way = OrphanedPsr().apply(ctx, tx, finding)
+    assert on_its_way.status == "skipped"
+    assert on_its_way.reason is not None
+    assert "still on its way" in on_its_way.reason
+    # it died: the same record found again is drift that needs someone, with the reason
+    with sqlite_ledger.transaction() as tx:
+        (command,) = tx.outbox.claim("w", 5, 30, NOW)
+        tx.outbox.dead_letter(command.id, "403 INSUFFICIENT_ACCESS")
+    with sqlite_ledger.transaction() as tx:
+        third = OrphanedPsr().apply(ctx, tx, finding)
+    assert third.status == "unresolved"
+    assert third.reason is not None
+    assert "dead: 403 INSUFFICIENT_ACCESS" in third.reason

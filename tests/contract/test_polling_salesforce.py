@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.adapters.salesforce.client import SalesforceAdapter
-from bridge.adapters.salesforce.intake import PSR_DELETED_STREAM, PSR_STREAM, SalesforceIntake
+from bridge.adapters.salesforce.polling import PSR_DELETED_STREAM, PSR_STREAM, SalesforceIntake
 from bridge.flow.intake import PollResult, Watermark
 from bridge.ledger import InboxEvent, SqlLedger
 from bridge_sandbox import seed

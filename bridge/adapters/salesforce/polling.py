@@ -108,7 +108,7 @@ class SalesforceIntake:
             lambda: self._poll_deleted_psr(now),
             *(partial(self._poll_work_items, sobject, now) for sobject in self._work_item_types),
         ]
-        return [read().handed(on_recorded) for read in reads]
+        return [read().pass_on(on_recorded) for read in reads]
 
     def _since(self, stream: str) -> datetime | None:
         mark = self._recorder.watermark(stream)

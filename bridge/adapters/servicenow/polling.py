@@ -91,11 +91,11 @@ class ServiceNowIntake:
             return []
         in_queues = f"queueIN{','.join(self._queues)}"
         work_items = self._poll("awa_work_item", WORK_ITEM_FIELDS, in_queues, now)
-        work_items.handed(on_recorded)
+        work_items.pass_on(on_recorded)
         interactions = self._poll(
             "interaction", INTERACTION_FIELDS, f"{in_queues}^ORcorrelation_idISNOTEMPTY", now
         )
-        return [work_items, interactions.handed(on_recorded)]
+        return [work_items, interactions.pass_on(on_recorded)]
 
     def _poll(self, table: str, fields: Sequence[str], condition: str, now: datetime) -> PollResult:
         kind = table
