@@ -26,6 +26,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from bridge.domain import ClaimedCommand
 from bridge.errors import BridgeError, Permanent, Retriable, Skippable
+from bridge.flow.counts import Counts
 from bridge.flow.processor import apply_answer
 from bridge.ledger.ports import Ledger, LedgerTx
 from bridge.ledger.rows import utcnow
@@ -45,15 +46,11 @@ class Executor(Protocol):
 
 
 @dataclass
-class DispatchStats:
+class DispatchStats(Counts):
     claimed: int = 0
     done: int = 0
     retried: int = 0
     dead: int = 0
-
-    def add(self, other: DispatchStats) -> None:
-        for name in ("claimed", "done", "retried", "dead"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def _backoff(attempt: int) -> float:

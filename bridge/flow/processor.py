@@ -21,6 +21,7 @@ from bridge.domain import (
 )
 from bridge.domain.mapping import Tables
 from bridge.errors import VersionConflict
+from bridge.flow.counts import Counts
 from bridge.ledger.ports import Ledger, LedgerTx, PendingEvent, Saved
 from bridge.ledger.rows import utcnow
 from bridge.logging import bind_correlation
@@ -64,7 +65,7 @@ def to_event(row: PendingEvent) -> Event:
 
 
 @dataclass
-class ProcessStats:
+class ProcessStats(Counts):
     processed: int = 0
     echoes: int = 0
     skipped: int = 0
@@ -85,11 +86,6 @@ class ProcessStats:
             self.deferred += 1
         else:
             self.errors += 1
-
-    def add(self, other: ProcessStats) -> None:
-        for name in ("processed", "echoes", "skipped", "errors", "commands", "deferred"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.handed += other.handed
 
 
 class _Batch:

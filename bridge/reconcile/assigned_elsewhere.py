@@ -14,8 +14,7 @@ from bridge import engine
 from bridge.adapters.salesforce.client import parse_sf_datetime, soql_datetime
 from bridge.domain import AgentWorkStatus, CorrelationState, EventKind, Operation
 from bridge.ledger.lookups import CorrelationSummary
-from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter, salesforce_event
 from bridge.reconcile.reads import (
     FINAL_STATES,
     bridge_agent_work,
@@ -70,14 +69,7 @@ class AssignedElsewhere(RepairWriter):
     @staticmethod
     def _finding(corr: CorrelationSummary, work: dict[str, Any]) -> PlannedFinding:
         work_id = sf18(work["Id"]) or str(work["Id"])
-        event = NewEvent(
-            source=SOURCE,
-            source_event_id=f"reconcile:{KIND}:{work_id}:{work['SystemModstamp']}",
-            kind=EventKind.AGENT_WORK.value,
-            occurred_at=parse_sf_datetime(work["SystemModstamp"]),
-            payload=work,
-            correlation_id=corr.id,
-        )
+        event = salesforce_event(KIND, EventKind.AGENT_WORK, {**work, "Id": work_id}, corr.id)
         holder = "nobody: it is over" if corr.state in FINAL_STATES else corr.sf_user_id
         return PlannedFinding(
             kind=KIND,

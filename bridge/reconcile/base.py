@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bridge.adapters.salesforce.client import SalesforceApi
+from bridge.adapters.salesforce.client import SalesforceApi, parse_sf_datetime
 from bridge.adapters.servicenow.client import ServiceNowApi
+from bridge.adapters.servicenow.polling import parse_sn_datetime
+from bridge.domain import EventKind
 from bridge.domain.mapping import Tables
 from bridge.errors import ConfigError
 from bridge.flow.dispatch import DEFAULT_MAX_ATTEMPTS
@@ -109,6 +111,42 @@ class Reconciler(Protocol):
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]: ...
 
     def apply(self, ctx: Context, tx: SqlTx, finding: PlannedFinding) -> Outcome: ...
+
+
+def salesforce_event(
+    reconciler: str,
+    kind: EventKind,
+    record: Mapping[str, Any],
+    correlation_id: str | None = None,
+) -> NewEvent:
+    """A Salesforce record as a reconciler read it, for the engine: keyed by its Id and
+    SystemModstamp, so an unchanged record is fed once."""
+    stamp = str(record["SystemModstamp"])
+    return NewEvent(
+        source=SOURCE,
+        source_event_id=f"reconcile:{reconciler}:{record['Id']}:{stamp}",
+        kind=kind.value,
+        occurred_at=parse_sf_datetime(stamp),
+        payload=dict(record),
+        correlation_id=correlation_id,
+    )
+
+
+def servicenow_event(
+    reconciler: str,
+    kind: EventKind,
+    row: Mapping[str, Any],
+    correlation_id: str | None = None,
+) -> NewEvent:
+    """A ServiceNow row as a reconciler read it: keyed by sys_id and sys_mod_count."""
+    return NewEvent(
+        source=SOURCE,
+        source_event_id=f"reconcile:{reconciler}:{row['sys_id']}:{row.get('sys_mod_count', '')}",
+        kind=kind.value,
+        occurred_at=parse_sn_datetime(str(row["sys_updated_on"])),
+        payload=dict(row),
+        correlation_id=correlation_id,
+    )
 
 
 def write_repair(tx: SqlTx, finding: PlannedFinding) -> Outcome:

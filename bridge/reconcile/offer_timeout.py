@@ -9,12 +9,11 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.adapters.servicenow.polling import WORK_ITEM_FIELDS, parse_sn_datetime
+from bridge.adapters.servicenow.polling import WORK_ITEM_FIELDS
 from bridge.domain import CorrelationState, EventKind, Operation, WorkItemState
 from bridge.ledger.lookups import BATCH as LEDGER_BATCH
 from bridge.ledger.lookups import OpenOffer, chunks
-from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter, servicenow_event
 from bridge.reconcile.reads import PAGE
 
 KIND = "offer_timeout"
@@ -109,14 +108,7 @@ class OfferTimeout(RepairWriter):
     def _finding(segment: OpenOffer, row: dict[str, Any]) -> PlannedFinding:
         sys_id = row["sys_id"]
         flags = [f for f in ("rejected", "timed_out") if row.get(f) == "true"]
-        event = NewEvent(
-            source=SOURCE,
-            source_event_id=f"reconcile:{KIND}:{sys_id}:{row.get('sys_mod_count', '')}",
-            kind=EventKind.AWA_WORK_ITEM.value,
-            occurred_at=parse_sn_datetime(row["sys_updated_on"]),
-            payload=row,
-            correlation_id=segment.correlation_id,
-        )
+        event = servicenow_event(KIND, EventKind.AWA_WORK_ITEM, row, segment.correlation_id)
         return PlannedFinding(
             kind=KIND,
             subject=sys_id,

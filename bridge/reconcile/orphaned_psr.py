@@ -12,11 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from bridge import engine
-from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.domain import CorrelationState, EventKind, Operation
 from bridge.ledger.lookups import CorrelationSummary
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter, salesforce_event
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
 
 KIND = "orphaned_psr"
@@ -40,14 +39,7 @@ def orphaned(corr: CorrelationSummary, psr_id: str) -> bool:
 
 def repair_event(psr: dict[str, Any], correlation_id: str) -> NewEvent:
     """The PSR as read, for the engine."""
-    return NewEvent(
-        source=SOURCE,
-        source_event_id=f"reconcile:{KIND}:{psr['Id']}:{psr['SystemModstamp']}",
-        kind=EventKind.PSR.value,
-        occurred_at=parse_sf_datetime(psr["SystemModstamp"]),
-        payload=psr,
-        correlation_id=correlation_id,
-    )
+    return salesforce_event(KIND, EventKind.PSR, psr, correlation_id)
 
 
 class OrphanedPsr(RepairWriter):

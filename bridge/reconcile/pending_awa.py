@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.adapters.salesforce.client import parse_sf_datetime
-from bridge.adapters.servicenow.polling import WORK_ITEM_FIELDS, parse_sn_datetime
+from bridge.adapters.servicenow.polling import WORK_ITEM_FIELDS
 from bridge.domain import EventKind, Operation, WorkItemState
 from bridge.engine import SF_WORK_ITEM_ENDED
 from bridge.ledger.lookups import CorrelationSummary
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
+from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter, servicenow_event
 from bridge.reconcile.reads import FINAL_STATES, correlations_by, scan_sn, sn_queue_refs
 
 KIND = "pending_awa"
@@ -101,14 +101,7 @@ def _reason(corr: CorrelationSummary, row: dict[str, str], how: str) -> str:
 def _left_pending(corr: CorrelationSummary, row: dict[str, str], how: str) -> PlannedFinding:
     """The AWA item as read: the engine cancels what an ended conversation left pending."""
     sys_id = row["sys_id"]
-    event = NewEvent(
-        source=SOURCE,
-        source_event_id=f"reconcile:{KIND}:{sys_id}:{row.get('sys_mod_count', '')}",
-        kind=EventKind.AWA_WORK_ITEM.value,
-        occurred_at=parse_sn_datetime(row["sys_updated_on"]),
-        payload=row,
-        correlation_id=corr.id,
-    )
+    event = servicenow_event(KIND, EventKind.AWA_WORK_ITEM, row, corr.id)
     return PlannedFinding(
         kind=KIND,
         subject=sys_id,

@@ -100,28 +100,20 @@ def scan_sn(
 ) -> Iterator[list[dict[str, str]]]:
     """Rows of a table matching ``condition``, keyset pages on (sys_updated_on, sys_id),
     read ahead."""
-    return read_ahead(_sn_pages(ctx, table, fields, condition, since=since, task=task))
 
+    def pages() -> Iterator[list[dict[str, str]]]:
+        after = (since.strftime(SN_TIME), "") if since is not None else None
+        while True:
+            rows = ctx.servicenow.changed(table, fields, after, SN_PAGE, extra_query=condition)
+            if not rows:
+                return
+            ctx.progress(task, len(rows), None)
+            yield rows
+            if len(rows) < SN_PAGE:
+                return
+            after = (rows[-1]["sys_updated_on"], rows[-1]["sys_id"])
 
-def _sn_pages(
-    ctx: Context,
-    table: str,
-    fields: Sequence[str],
-    condition: str,
-    *,
-    since: datetime | None,
-    task: str,
-) -> Iterator[list[dict[str, str]]]:
-    after = (since.strftime(SN_TIME), "") if since is not None else None
-    while True:
-        rows = ctx.servicenow.changed(table, fields, after, SN_PAGE, extra_query=condition)
-        if not rows:
-            return
-        ctx.progress(task, len(rows), None)
-        yield rows
-        if len(rows) < SN_PAGE:
-            return
-        after = (rows[-1]["sys_updated_on"], rows[-1]["sys_id"])
+    return read_ahead(pages())
 
 
 def correlations_by(ctx: Context, column: str, ids: Iterable[str]) -> dict[str, CorrelationSummary]:

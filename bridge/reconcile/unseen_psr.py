@@ -13,7 +13,7 @@ from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.domain import Direction, Event, EventKind, System, Trigger
 from bridge.errors import BridgeError
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import SOURCE, Context, PlannedFinding, RepairWriter
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter, salesforce_event
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
 
 KIND = "unseen_psr"
@@ -21,13 +21,7 @@ ADOPTABLE = (Trigger.PSR_CREATED, Trigger.PSR_CREATED_TRANSFER)
 
 
 def _event(psr: dict[str, Any]) -> NewEvent:
-    return NewEvent(
-        source=SOURCE,
-        source_event_id=f"reconcile:{KIND}:{psr['Id']}:{psr['SystemModstamp']}",
-        kind=EventKind.PSR.value,
-        occurred_at=parse_sf_datetime(psr["SystemModstamp"]),
-        payload=psr,
-    )
+    return salesforce_event(KIND, EventKind.PSR, psr)
 
 
 def _trigger(psr: dict[str, Any], event: NewEvent) -> Trigger | None:
