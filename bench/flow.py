@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app.runtime import Runtime
+from bridge.flow.intake import Watermark
 from bridge.ledger import NewEvent, RecordResult, SqlLedger
 from bridge_sandbox import seed
 from bridge_sandbox.connect import sandbox_settings, write_env
@@ -100,24 +101,29 @@ class _ServiceNowHook:
 
 
 class _ReadTimes:
-    """Wraps ``SqlLedger.record_events``: the moment the intake hands over what it read."""
+    """Wraps each intake's ``StreamRecorder.record``: the moment the intake hands over
+    what it read."""
 
-    def __init__(self, ledger: SqlLedger) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.read: dict[tuple[str, str], float] = {}
-        self._record = ledger.record_events
-        ledger.record_events = self._recording  # type: ignore[method-assign]
+        for intake in runtime.intakes:
+            recorder = intake._recorder  # type: ignore[attr-defined]
+            recorder.record = self._wrap(recorder.record)
 
-    def _recording(
-        self, stream: str, events: Sequence[NewEvent], cursor: str | None
-    ) -> RecordResult:
-        now = time.perf_counter()
-        for event in events:
-            record = event.payload
-            if event.kind == "psr":
-                self.read.setdefault(("interaction", str(record["WorkItemId"])[:15]), now)
-            elif event.kind == "awa_work_item" and record.get("state") == "accepted":
-                self.read.setdefault(("agent_work", str(record.get("document_id"))), now)
-        return self._record(stream, events, cursor)
+    def _wrap(self, record: Callable[..., RecordResult]) -> Callable[..., RecordResult]:
+        def recording(
+            stream: str, events: Sequence[NewEvent], reached: Watermark | None
+        ) -> RecordResult:
+            now = time.perf_counter()
+            for event in events:
+                payload = event.payload
+                if event.kind == "psr":
+                    self.read.setdefault(("interaction", str(payload["WorkItemId"])[:15]), now)
+                elif event.kind == "awa_work_item" and payload.get("state") == "accepted":
+                    self.read.setdefault(("agent_work", str(payload.get("document_id"))), now)
+            return record(stream, events, reached)
+
+        return recording
 
 
 @dataclass
@@ -182,7 +188,7 @@ def latency(n: int, concurrency: int) -> dict[str, Any]:
         stamps = _Stamps()
         r.sf.org.add_behaviour(_SalesforceHook(stamps))
         r.sn.instance.add_behaviour(_ServiceNowHook(stamps))
-        reads = _ReadTimes(r.ledger)
+        reads = _ReadTimes(r.runtime)
         centre = r.centre()
         lifecycle = SCENARIOS_BY_NAME[LIFECYCLE]
         for _ in range(n):

@@ -23,18 +23,6 @@ from bridge.engine.working import Draft
 Learn = Callable[[Draft, Command, Mapping[str, Any]], None]
 
 
-def _unwrapped(result: Mapping[str, Any], operation: Operation) -> Mapping[str, Any]:
-    """The answer's record. Until every executor unwraps its answers, the Table API's
-    ``{"result": ...}`` and the Offer Work API's ``work_item`` wrappers are taken off here,
-    and only here (drop this function's body but the last line when they are gone)."""
-    body = result.get("result", result)
-    body = body if isinstance(body, Mapping) else {}
-    if operation in (Operation.OFFER, Operation.TRANSFER):
-        body = body.get("work_item", body)
-        body = body if isinstance(body, Mapping) else {}
-    return body
-
-
 def _answer_field(result: Mapping[str, Any], *names: str) -> str | None:
     for name in names:
         value = field_value(result, name)
@@ -45,10 +33,9 @@ def _answer_field(result: Mapping[str, Any], *names: str) -> str | None:
 
 def apply_result(correlation: Correlation, command: Command, result: Mapping[str, Any]) -> Decision:
     """What a dispatched command's answer teaches; ``result`` is the answer's record."""
-    body = _unwrapped(result, command.operation)
     work = Draft(correlation)
     try:
-        _LEARN.get(command.operation, _learn_nothing)(work, command, body)
+        _LEARN.get(command.operation, _learn_nothing)(work, command, result)
     except ValueError as exc:
         return Decision(
             EventOutcome.ERROR, reason=f"{command.operation} answer not understood: {exc}"

@@ -97,7 +97,7 @@ def test_sf_to_sn_accept_lifecycle(tables: Tables) -> None:
     answered = apply_result(
         corr,
         opened.commands[1],
-        {"result": {"work_item": {"sys_id": AWI_1, "assigned_to": ALICE.sn_user_sys_id}}},
+        {"sys_id": AWI_1, "assigned_to": ALICE.sn_user_sys_id},
     )
     corr = answered.correlation
     assert corr is not None
@@ -606,14 +606,7 @@ def _command(operation: Operation, seq: int | None = 1, **params: Any) -> Comman
             "offer answer names the agent and work item",
             sf2sn(S.OFFERED),
             _command(Operation.OFFER),
-            {
-                "result": {
-                    "work_item": {
-                        "sys_id": {"value": AWI_1},
-                        "assigned_to": {"value": BOB.sn_user_sys_id},
-                    }
-                }
-            },
+            {"sys_id": {"value": AWI_1}, "assigned_to": {"value": BOB.sn_user_sys_id}},
             lambda c: (
                 (c.sn_work_item_sys_id, c.segments[0].sn_user_sys_id) == (AWI_1, BOB.sn_user_sys_id)
             ),
@@ -671,7 +664,7 @@ def test_apply_result(
 @pytest.mark.parametrize(
     ("command", "result", "reason"),
     [
-        (_command(Operation.OFFER), {"result": {"work_item": "x"}}, "no work_item.sys_id"),
+        (_command(Operation.OFFER), {"state": "pending_accept"}, "no work_item.sys_id"),
         (_command(Operation.CREATE_AGENT_WORK), {"success": True}, "no AgentWork id"),
         (_command(Operation.CREATE_AGENT_WORK), {"id": "not-an-id"}, "invalid id"),
     ],
