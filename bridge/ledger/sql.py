@@ -5,6 +5,7 @@ that holds a session; rows become domain values (and back) here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -13,7 +14,19 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, and_, case, delete, func, literal, or_, select, text, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -550,8 +563,8 @@ class SqlOutbox:
 
     # claims ---------------------------------------------------------------------------
     def has_due(self, now: datetime) -> bool:
-        c = table(r.OutboxCommand).alias("c")
-        return self._session.execute(_due(c, now).limit(1)).first() is not None
+        stmt = _claim_statement("any", by_correlation=False, peek=True)
+        return self._session.execute(stmt, {"now": now}).first() is not None
 
     def claim(
         self,
@@ -568,13 +581,13 @@ class SqlOutbox:
         in order. On PostgreSQL rows are locked with SKIP LOCKED (concurrent claimers
         never share a command); on SQLite the write transaction serialises claimers.
         Claiming and the in-flight mark are one statement pair in this transaction."""
-        c = table(r.OutboxCommand).alias("c")
-        pick = _due(c, now).order_by(c.c.created_at, c.c.id).limit(limit)
+        dialect = self._session.get_bind().dialect.name
+        pick = _claim_statement(dialect, by_correlation=correlation_id is not None)
+        params: dict[str, Any] = {"now": now, "limit": limit, "correlation_id": correlation_id}
+        picked = list(self._session.execute(pick, params))
         if correlation_id is not None:
-            pick = pick.where(c.c.correlation_id == correlation_id)
-        if self._session.get_bind().dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True, of=c)
-        picked = list(self._session.execute(pick))
+            # the conversation's first unfinished command is its only candidate
+            picked = [row for row in picked if _is_due(row, now)]
         if not picked:
             return []
         t = table(r.OutboxCommand)
@@ -599,7 +612,7 @@ class SqlOutbox:
                 attempts=row.attempts,
                 created_at=row.created_at,
                 segment_id=row.segment_id,
-                segment_seq=row[-1],
+                segment_seq=row.segment_seq,
                 look_first=outcome_was_unknown(row.error),
             )
             for row in picked
@@ -731,7 +744,36 @@ class SqlOutbox:
         return found
 
 
-def _due(c: Any, now: datetime) -> Any:
+@functools.cache
+def _claim_statement(dialect: str, *, by_correlation: bool, peek: bool = False) -> Any:
+    """The claim's SELECT, built once per shape (building the aliases and the subquery
+    costs more than running the statement); ``now``, ``limit`` and ``correlation_id``
+    are bound per call."""
+    c = table(r.OutboxCommand).alias("c")
+    if by_correlation:
+        # One conversation: its first unfinished command (an indexed lookup), due or not;
+        # the caller keeps it if it is due. Far cheaper than the general claim's subquery.
+        stmt = (
+            _claim_columns(c)
+            .add_columns(c.c.status, c.c.next_attempt_at, c.c.lease_until)
+            .where(
+                c.c.correlation_id == bindparam("correlation_id"),
+                c.c.status.in_(r.UNFINISHED_COMMAND_STATUSES),
+            )
+            .order_by(c.c.created_at, c.c.id)
+            .limit(1)
+        )
+    else:
+        stmt = _due(c, bindparam("now"))
+        if peek:
+            return stmt.limit(1)
+        stmt = stmt.order_by(c.c.created_at, c.c.id).limit(bindparam("limit"))
+    if dialect == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=c)
+    return stmt
+
+
+def _due(c: Any, now: Any) -> Any:
     """Commands of the outbox alias ``c`` that are due now and not waiting behind an
     earlier unfinished command of their correlation (the claim's columns)."""
     p = table(r.OutboxCommand).alias("p")
@@ -755,6 +797,11 @@ def _due(c: Any, now: datetime) -> Any:
         )
         .exists()
     )
+    return _claim_columns(c).where(due, ~earlier_unfinished)
+
+
+def _claim_columns(c: Any) -> Any:
+    """What a claim reads of a command (and its segment's number)."""
     s = table(r.Segment)
     return select(
         c.c.id,
@@ -766,8 +813,19 @@ def _due(c: Any, now: datetime) -> Any:
         c.c.created_at,
         c.c.segment_id,
         c.c.error,
-        select(s.c.seq).where(s.c.id == c.c.segment_id).scalar_subquery(),
-    ).where(due, ~earlier_unfinished)
+        select(s.c.seq).where(s.c.id == c.c.segment_id).scalar_subquery().label("segment_seq"),
+    )
+
+
+def _is_due(row: Any, now: datetime) -> bool:
+    """The claim's due rule, for a row already read."""
+    if row.status == "pending":
+        return row.next_attempt_at is None or row.next_attempt_at <= now
+    if row.status == "failed":
+        return row.next_attempt_at is not None and row.next_attempt_at <= now
+    if row.status == "claimed":
+        return row.lease_until is not None and row.lease_until <= now
+    return False
 
 
 class SqlRuns:
