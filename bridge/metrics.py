@@ -3,7 +3,16 @@ one process (the sandbox demo) do not collide with the default global registry."
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge import __version__
+from bridge.domain import CorrelationState
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -56,3 +65,107 @@ OUTBOX_DEPTH = Gauge(
     ["status"],
     registry=REGISTRY,
 )
+
+# --- counted from the ledger (``observe_ledger``, the daemon's periodic job) -------------
+
+CONVERSATIONS = Gauge(
+    "bridge_conversations",
+    "Conversations (correlations) in the ledger by state at the last count.",
+    ["state"],
+    registry=REGISTRY,
+)
+INBOX_EVENTS = Gauge(
+    "bridge_inbox_events",
+    "Inbox events by status at the last count (error: refused input, with its reason).",
+    ["status"],
+    registry=REGISTRY,
+)
+RECONCILE_LAST_RUN = Gauge(
+    "bridge_reconcile_last_run_findings",
+    "Findings of the latest reconciliation run by status (unresolved and failed need a person).",
+    ["status"],
+    registry=REGISTRY,
+)
+RECONCILE_LAST_RUN_AT = Gauge(
+    "bridge_reconcile_last_run_timestamp_seconds",
+    "When the latest reconciliation run started (Unix time).",
+    registry=REGISTRY,
+)
+
+# --- intake streams and instances (the daemon) -------------------------------------------
+
+INTAKE_UP = Gauge(
+    "bridge_intake_up",
+    "1 when the intake's last poll succeeded (authenticated, read), 0 when it failed.",
+    ["intake"],
+    registry=REGISTRY,
+)
+INTAKE_LAST_SUCCESS = Gauge(
+    "bridge_intake_last_success_timestamp_seconds",
+    "When the intake last polled successfully (Unix time).",
+    ["intake"],
+    registry=REGISTRY,
+)
+INSTANCE_INFO = Gauge(
+    "bridge_instance_info",
+    "1 for each running bridge instance, labelled with its id (host:pid), version and ledger "
+    "backend (not `instance`: Prometheus gives that label to the scrape target).",
+    ["id", "version", "ledger"],
+    registry=REGISTRY,
+)
+STREAM_HOLDER = Gauge(
+    "bridge_stream_holder",
+    "1 when this instance runs the intake stream (holds its lease), else 0. One instance "
+    "runs every stream until leases arrive; the series is the lease view replicas will share.",
+    ["stream", "holder"],  # holder: the instance id of bridge_instance_info
+    registry=REGISTRY,
+)
+
+# The ledger's finding statuses (bridge.ledger.rows; not imported: the adapters import this
+# module, and they stay clear of the ledger).
+FINDING_STATUSES = ("planned", "applied", "failed", "unresolved", "skipped")
+
+
+def _set_all(gauge: Gauge, counts: Mapping[str, int], known: Iterable[str]) -> None:
+    """Every known label to its count, absent ones to 0 (a state that empties drops to 0
+    instead of keeping its last value)."""
+    for label in {*known, *counts}:
+        gauge.labels(label).set(counts.get(label, 0))
+
+
+def observe_ledger(
+    stats: Mapping[str, Any], last_run: tuple[datetime | None, Mapping[str, int]] | None
+) -> None:
+    """The gauges counted from the ledger: ``stats`` is ``audit.stats()``; ``last_run`` the
+    latest reconciliation run's start and finding counts by status."""
+    _set_all(
+        CONVERSATIONS,
+        stats["correlations"]["by_state"],
+        (s.value for s in CorrelationState),
+    )
+    _set_all(INBOX_EVENTS, stats["inbox"]["by_status"], ("pending", "error"))
+    _set_all(OUTBOX_DEPTH, stats["outbox"]["by_status"], ("pending", "dead"))
+    if last_run is not None:
+        started, counts = last_run
+        _set_all(RECONCILE_LAST_RUN, counts, FINDING_STATUSES)
+        if started is not None:
+            RECONCILE_LAST_RUN_AT.set(started.timestamp())
+
+
+def observe_poll(intake: str, ok: bool, at: float) -> None:
+    """An intake's poll: up or down, and when it last succeeded (Unix time)."""
+    INTAKE_UP.labels(intake).set(1 if ok else 0)
+    if ok:
+        INTAKE_LAST_SUCCESS.labels(intake).set(at)
+
+
+def instance_id() -> str:
+    """This process as an instance: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def observe_instance(instance: str, ledger: str, streams: Iterable[str], holding: bool) -> None:
+    """This instance and the streams it runs (every stream while there are no leases)."""
+    INSTANCE_INFO.labels(instance, __version__, ledger).set(1 if holding else 0)
+    for stream in streams:
+        STREAM_HOLDER.labels(stream, instance).set(1 if holding else 0)

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from bridge import __version__
 from bridge.app.commands import config as config_cmd
+from bridge.app.commands import console as console_cmd
 from bridge.app.commands import db as db_cmd
 from bridge.app.commands import ledger as ledger_cmd
 from bridge.app.commands import mappings as mappings_cmd
@@ -38,6 +39,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(mappings_cmd.app, name="mappings")
+app.command("console")(console_cmd.console)
 app.command("reconcile")(reconcile_cmd.reconcile)
 app.command("run")(run_cmd.run)
 
@@ -135,15 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except typer.Abort:
+        err.print("aborted")
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
-        import click  # noqa: PLC0415 - only on the error path
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            err.print("aborted")
-            return 1
+        # Usage errors (no such option, a value not among the choices, ...): typer's own
+        # (it vendors click) or click's, from a group another distribution adds.
+        usage = _usage_error(exc)
+        if usage is not None:
+            return usage
         if state.debug:
             err.print_exception()
         else:
@@ -154,6 +156,23 @@ def main(argv: list[str] | None = None) -> int:
             )
         return EXIT_INTERNAL
     return code if isinstance(code, int) else 0
+
+
+def _usage_error(exc: Exception) -> int | None:
+    """Show a parser error as the parser would; its exit code (2: bad input), or None."""
+    import click  # noqa: PLC0415 - only on the error path
+
+    if isinstance(exc, click.exceptions.Abort):
+        Console(stderr=True).print("aborted")
+        return 1
+    if isinstance(exc, typer.TyperException | click.exceptions.ClickException):
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            Console(stderr=True).print(f"error: {exc}", highlight=False, markup=False)
+        return int(exc.exit_code)
+    return None
 
 
 if __name__ == "__main__":

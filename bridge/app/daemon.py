@@ -1,11 +1,14 @@
 """``bridge run``: intake, processing, dispatch and the reconcilers on threads under
 APScheduler 3, with the health/metrics endpoint and an orderly SIGTERM.
 
-Shutdown order keeps the ledger whole: intake jobs stop first (a poll in progress commits
-its events and cursor together, or neither), then the processor finishes the event in
-hand, then the dispatcher stops claiming and waits for calls in flight; a command whose
-answer never came stays claimed and is picked up again after its lease, looking before it
-creates anything twice.
+A SIGTERM stops it within ``SHUTDOWN_BUDGET_SECONDS`` whatever is in flight, and keeps the
+ledger whole: no job or outbound call starts any more; polls, the processor and the calls
+out get ``DRAIN_SECONDS`` to finish (a poll commits its events and cursor together, or
+neither); what is still claimed then (a call whose answer has not come) is given back,
+due at once and marked so that the next attempt looks before it creates anything twice,
+and the process leaves the calls behind. A SIGTERM during start-up (migrating the ledger,
+checking access) unwinds it: the migration's transaction rolls back, then the process
+exits (``StopRequested``).
 """
 
 from __future__ import annotations
@@ -14,25 +17,79 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from starlette.types import ASGIApp
 
 from bridge.app.health import Check, HealthServer
 from bridge.app.runtime import Runtime
 from bridge.errors import BridgeError
 from bridge.flow.intake import Intake
 from bridge.ledger.rows import utcnow
-from bridge.metrics import OUTBOX_DEPTH
+from bridge.metrics import instance_id, observe_instance, observe_ledger, observe_poll
 
 log = logging.getLogger(__name__)
 
 MISFIRE_GRACE_SECONDS = 30
 SHUTDOWN_BUDGET_SECONDS = 10.0
+# Of the budget: how long what is in flight may take to finish; the rest is for giving
+# back what did not and for closing the endpoint.
+DRAIN_SECONDS = 7.0
 IDLE_WAIT_SECONDS = 0.25
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM / SIGINT while the daemon is starting. A KeyboardInterrupt, so that it
+    unwinds whatever start-up is doing: a database driver cancels the statement it waits
+    on, the migration's transaction rolls back."""
+
+
+@contextmanager
+def stop_raises_during_startup() -> Iterator[None]:
+    """Until ``Daemon.run`` installs its own handlers, a stop signal raises
+    ``StopRequested`` where start-up is. The handlers are left in place on the way out
+    (restoring the defaults would let a signal kill the process before the daemon's own
+    are installed); on an error they are restored."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise StopRequested(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    except BaseException:
+        for s, old in previous.items():
+            signal.signal(s, old)
+        raise
+
+
+class _Jobs:
+    """How many scheduled jobs are running (the shutdown waits for them)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._changed:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._running == 0, timeout=max(0.0, timeout))
 
 
 @dataclass
@@ -58,6 +115,7 @@ class Daemon:
         max_intake_lag: float = 120.0,
         reconcile: ReconcileJob | None = None,
         reconcile_every: float = 300.0,
+        console: ASGIApp | None = None,
     ) -> None:
         self.runtime = runtime
         self._stop = threading.Event()
@@ -74,8 +132,12 @@ class Daemon:
         )
         self._reconcile = reconcile
         self._reconcile_every = reconcile_every
-        self.health = HealthServer(self.readiness, host=host, port=port)
+        self.health = HealthServer(self.readiness, host=host, port=port, console=console)
         self._threads: list[threading.Thread] = []
+        self._jobs = _Jobs()
+        # Set when the stop left calls or jobs running: the process must not wait for them.
+        self.left_running = False
+        self._instance = instance_id()
 
     # -- readiness --------------------------------------------------------------------------
 
@@ -102,17 +164,24 @@ class Daemon:
     # -- jobs -------------------------------------------------------------------------------
 
     def _poll(self, intake: Intake) -> None:
+        with self._jobs.running():
+            self._poll_once(intake)
+
+    def _poll_once(self, intake: Intake) -> None:
         state = self._polls[intake.name]
         try:
             results = intake.poll(utcnow(), on_recorded=lambda _: self._events.set())
         except BridgeError as exc:
             state.ok, state.error = False, str(exc)
+            observe_poll(intake.name, False, time.time())
             log.warning("intake %s: %s", intake.name, exc)
             return
         except Exception as exc:
             state.ok, state.error = False, f"{type(exc).__name__}: {exc}"
+            observe_poll(intake.name, False, time.time())
             log.exception("intake %s failed", intake.name)
             return
+        observe_poll(intake.name, True, time.time())
         lags = [r.lag_seconds for r in results if r.lag_seconds is not None]
         state.at, state.ok, state.error = time.monotonic(), True, ""
         state.lag = max(lags) if lags else None
@@ -153,18 +222,26 @@ class Daemon:
         if self._reconcile is None:
             return
         try:
-            self._reconcile()
+            with self._jobs.running():
+                self._reconcile()
         except Exception:
             log.exception("scheduled reconciliation failed")
+        self._gauge_outbox()  # the run's findings on /metrics now, not at the next count
 
     def _gauge_outbox(self) -> None:
         try:
             with self.runtime.ledger.reading() as tx:
-                counts = tx.audit.stats()["outbox"]["by_status"]
-            for status, count in counts.items():
-                OUTBOX_DEPTH.labels(status).set(count)
+                stats = tx.audit.stats()
+                runs = tx.audit.reconcile_runs(1)
+            observe_ledger(stats, (runs[0][0].started_at, runs[0][1]) if runs else None)
         except Exception:
-            log.debug("outbox gauge failed", exc_info=True)
+            log.debug("ledger gauges failed", exc_info=True)
+
+    def _observe_instance(self, *, holding: bool) -> None:
+        # One instance runs every stream (no leases yet): it is their holder while it runs.
+        streams = [s for intake in self.runtime.intakes for s in intake.streams()]
+        ledger = self.runtime.settings.effective_ledger_url.split(":", 1)[0].split("+", 1)[0]
+        observe_instance(self._instance, ledger, streams, holding)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -181,6 +258,8 @@ class Daemon:
             signal.signal(signal.SIGINT, self._on_signal)
         self.health.start()
         log.info("health endpoint on http://%s:%d", self.health.host, self.health.port)
+        # the one daemon of this ledger: a predecessor's claims are dead ones (issue 15)
+        self.runtime.dispatcher.take_back_claims()
         settings = self.runtime.settings
         intervals = {
             "salesforce": settings.salesforce.poll_interval,
@@ -195,7 +274,14 @@ class Daemon:
                 id=f"intake:{intake.name}",
                 next_run_time=datetime.now(UTC),
             )
-        self._scheduler.add_job(self._gauge_outbox, "interval", seconds=15, id="outbox-gauge")
+        self._observe_instance(holding=True)
+        self._scheduler.add_job(
+            self._gauge_outbox,
+            "interval",
+            seconds=15,
+            id="ledger-gauges",
+            next_run_time=datetime.now(UTC),
+        )
         if self._reconcile is not None:
             self._scheduler.add_job(
                 self._reconcile_job, "interval", seconds=self._reconcile_every, id="reconcile"
@@ -214,15 +300,45 @@ class Daemon:
         self.stop()
 
     def _shutdown(self) -> int:
-        deadline = time.monotonic() + SHUTDOWN_BUDGET_SECONDS
-        self._scheduler.shutdown(wait=True)
+        """Stop within the budget, whatever is in flight (see the module's docstring)."""
+        started = time.monotonic()
+        drained_by = started + DRAIN_SECONDS
+
+        def left() -> float:
+            return max(0.0, drained_by - time.monotonic())
+
+        self.runtime.stop_calls()
+        self._scheduler.shutdown(wait=False)  # no job starts; running ones are waited below
         for thread in self._threads:
-            thread.join(timeout=max(0.1, deadline - time.monotonic()))
-        self.runtime.close()
-        self.health.stop()
+            thread.join(timeout=left())
+        jobs_done = self._jobs.wait_idle(left())
+        calls_done = self.runtime.calls.wait_idle(left())
         stuck = [t.name for t in self._threads if t.is_alive()]
-        if stuck:
-            log.warning("stopped with work in flight in %s; leases will expire", stuck)
-            return 1
-        log.info("bridge stopped")
+        calls_out = self.runtime.calls.out
+        settled = jobs_done and calls_done and not stuck
+        self.runtime.close(wait=settled)
+        try:
+            given_back = self.runtime.give_back()
+        except BridgeError as exc:  # the ledger is down: the next start takes them back
+            log.warning("could not give back the commands still claimed: %s", exc)
+            given_back = []
+        self._observe_instance(holding=False)
+        closing = started + SHUTDOWN_BUDGET_SECONDS - 1.5 - time.monotonic()
+        self.health.stop(timeout=max(0.5, closing))
+        took = time.monotonic() - started
+        if not settled:
+            self.left_running = True
+            log.warning(
+                "stopped after %.1fs with %d call(s) still out%s: %d command(s) given back, "
+                "each looks before it acts at the next start",
+                took,
+                calls_out,
+                "" if jobs_done else " and a scheduled job running",
+                len(given_back),
+                extra={"commands": given_back},
+            )
+        elif given_back:
+            log.info("bridge stopped after %.1fs; %d command(s) given back", took, len(given_back))
+        else:
+            log.info("bridge stopped after %.1fs", took)
         return 0

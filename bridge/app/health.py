@@ -12,7 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from bridge.metrics import REGISTRY
 
@@ -26,7 +27,9 @@ class Check:
 ReadinessProbe = Callable[[], Mapping[str, Check]]
 
 
-def health_app(readiness: ReadinessProbe) -> Starlette:
+def health_app(readiness: ReadinessProbe, console: ASGIApp | None = None) -> Starlette:
+    """The endpoint's routes; ``console`` (when enabled) is served under ``/console/``."""
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -44,22 +47,25 @@ def health_app(readiness: ReadinessProbe) -> Starlette:
     def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+    if console is not None:
+        routes.append(Mount("/console", app=console))
+    return Starlette(routes=routes)
 
 
 class HealthServer:
     """Serves ``health_app`` from a background thread (plain HTTP: it sits behind the
     container platform's probes and the Prometheus scraper)."""
 
-    def __init__(self, readiness: ReadinessProbe, *, host: str, port: int) -> None:
+    def __init__(
+        self, readiness: ReadinessProbe, *, host: str, port: int, console: ASGIApp | None = None
+    ) -> None:
         config = uvicorn.Config(
-            health_app(readiness),
+            health_app(readiness, console),
             host=host,
             port=port,
             log_level="warning",
@@ -79,6 +85,6 @@ class HealthServer:
                 raise RuntimeError(f"health endpoint did not start on {self.host}:{self.port}")
             time.sleep(0.01)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)

@@ -6,9 +6,11 @@ both intakes, the processor and the dispatcher. ``step`` drives one synchronous 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bridge.adapters.salesforce.client import SalesforceAdapter
 from bridge.adapters.salesforce.executor import SalesforceExecutor
@@ -17,9 +19,10 @@ from bridge.adapters.servicenow.client import ServiceNowAdapter
 from bridge.adapters.servicenow.executor import ServiceNowExecutor
 from bridge.adapters.servicenow.polling import ServiceNowIntake
 from bridge.app.settings import Settings
-from bridge.domain import Direction
+from bridge.domain import ClaimedCommand, Direction
 from bridge.domain.mapping import Tables, load_tables
-from bridge.flow.dispatch import Dispatcher, DispatchStats
+from bridge.errors import BridgeError, ConfigError, Retriable
+from bridge.flow.dispatch import Dispatcher, DispatchStats, Executor
 from bridge.flow.intake import Intake, PollResult
 from bridge.flow.processor import Processor, ProcessStats
 from bridge.ledger.rows import utcnow
@@ -47,6 +50,64 @@ class StepStats:
             == 0
             and self.dispatched.claimed == 0
         )
+
+
+class CallGate:
+    """Every outbound call of the dispatcher passes here: counted while it is out, and
+    refused once the daemon stops (the command is retried at the next start, nothing is
+    sent that the stop would cut off)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open = True
+        self._out = 0
+
+    def close(self) -> None:
+        with self._changed:
+            self._open = False
+
+    @property
+    def out(self) -> int:
+        """Calls in flight now."""
+        with self._changed:
+            return self._out
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is out; False when some still are after ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._out == 0, timeout=max(0.0, timeout))
+
+    def guard(self, system: str, executor: Executor) -> Executor:
+        return _GatedExecutor(self, system, executor)
+
+    def enter(self, system: str, command: ClaimedCommand) -> None:
+        with self._changed:
+            if not self._open:
+                raise Retriable(
+                    f"not sent: the bridge is stopping ({command.operation.value} goes out "
+                    "at the next start)",
+                    system=system,
+                )
+            self._out += 1
+
+    def leave(self) -> None:
+        with self._changed:
+            self._out -= 1
+            self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class _GatedExecutor:
+    gate: CallGate
+    system: str
+    inner: Executor
+
+    def execute(self, command: ClaimedCommand) -> Mapping[str, Any]:
+        self.gate.enter(self.system, command)
+        try:
+            return self.inner.execute(command)
+        finally:
+            self.gate.leave()
 
 
 class Runtime:
@@ -83,11 +144,12 @@ class Runtime:
             ),
         )
         self.processor = Processor(ledger, tables, now=now)
+        self.calls = CallGate()
         self.dispatcher = Dispatcher(
             ledger,
             {
-                "salesforce": SalesforceExecutor(salesforce),
-                "servicenow": ServiceNowExecutor(servicenow),
+                "salesforce": self.calls.guard("salesforce", SalesforceExecutor(salesforce)),
+                "servicenow": self.calls.guard("servicenow", ServiceNowExecutor(servicenow)),
             },
             concurrency=settings.dispatch_concurrency,
             now=now,
@@ -113,8 +175,47 @@ class Runtime:
             now=now,
         )
 
-    def close(self) -> None:
-        self.dispatcher.close()
+    def close(self, *, wait: bool = True) -> None:
+        """``wait=False``: do not wait for calls still out (see ``give_back``)."""
+        self.dispatcher.close(wait=wait)
+
+    def stop_calls(self) -> None:
+        """No outbound call starts from now on; those out may still answer."""
+        self.calls.close()
+
+    def give_back(self) -> list[str]:
+        """Release what this runtime's dispatcher still has claimed (calls whose answer
+        never came, runs dropped from its queue): due at once for whoever runs next, which
+        looks before it acts. An answer recorded first is kept."""
+        with self.ledger.transaction() as tx:
+            return tx.outbox.release_claims(self.dispatcher.worker)
+
+    def check_access(self) -> list[str]:
+        """One authenticated read from each system, at start. A system that refuses the
+        bridge (credentials rejected, its certificate not trusted, any permanent answer) is
+        a ``ConfigError`` naming it: nothing would work until the settings change. One
+        that cannot be reached now is only returned as a warning: the daemon starts not
+        ready and its polls retry."""
+        probes: dict[str, Callable[[], object]] = {
+            "salesforce": lambda: next(
+                iter(self.salesforce.query("SELECT Id FROM PendingServiceRouting LIMIT 1")),
+                None,
+            ),
+            "servicenow": lambda: self.servicenow.query("awa_work_item", "", ("sys_id",), 1),
+        }
+        refused: list[str] = []
+        unreachable: list[str] = []
+        for system, probe in probes.items():
+            try:
+                probe()
+            except Retriable as exc:
+                unreachable.append(f"{system} not reachable at start: {exc.message}")
+            except BridgeError as exc:
+                code = f" [{exc.code}]" if exc.code else ""
+                refused.append(f"{system} refused the bridge at start: {exc.message}{code}")
+        if refused:
+            raise ConfigError("; ".join(refused), detail=refused)
+        return unreachable
 
     def directions(self) -> set[Direction]:
         return {q.direction for q in self.tables.crosswalk.queues}

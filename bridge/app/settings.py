@@ -9,6 +9,7 @@ demanded by the commands that talk to it (``require_salesforce`` / ``require_ser
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,19 @@ class ServiceNowSettings(BaseModel):
     _urls = field_validator("instance_url")(_https_url)
 
 
+class ConsoleSettings(BaseModel):
+    """The read-only web console (``/console/`` of ``bridge run``, or ``bridge console``):
+    off unless enabled; a bearer token or basic credentials are required."""
+
+    enabled: bool = False
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    host: str = "127.0.0.1"  # ``bridge console`` on its own; loopback unless asked
+    port: int = Field(default=9465, ge=0, le=65535)
+    page_size: int = Field(default=50, ge=1, le=500)
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads from its environment."""
 
@@ -139,6 +153,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = "auto"
     salesforce: SalesforceSettings = Field(default_factory=SalesforceSettings)
     servicenow: ServiceNowSettings = Field(default_factory=ServiceNowSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -260,6 +275,50 @@ class Settings(BaseSettings):
             )
         _raise_if(problems, "ServiceNow settings are incomplete")
         return sn
+
+    def require_console(self) -> ConsoleSettings:
+        """The console section, checked usable: a token, or a username with a password."""
+        c = self.console
+        problems: list[str] = []
+        if c.username is not None or c.password is not None:
+            problems += _missing(("console", "username", c.username))
+            problems += _missing(("console", "password", c.password))
+        elif c.token is None:
+            problems.append(
+                f"{env_name('console', 'token')} or {env_name('console', 'username')} + "
+                f"{env_name('console', 'password')}: the console requires a credential"
+            )
+        _raise_if(problems, "console settings are incomplete")
+        return c
+
+    def require_ca_bundle(self) -> Path | None:
+        """The CA bundle, checked usable (ConfigError naming the file and why)."""
+        problem = ca_bundle_problem(self.ca_bundle)
+        if problem:
+            raise ConfigError(problem)
+        return self.ca_bundle
+
+
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def ca_bundle_problem(path: Path | None) -> str | None:
+    """Why ``BRIDGE_CA_BUNDLE`` cannot be used to verify the systems (None: it can, or
+    none is set and the system store is used)."""
+    if path is None:
+        return None
+    name = env_name("ca_bundle")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"{name}: {path}: cannot read it: {exc.strerror or exc}"
+    if PEM_CERTIFICATE not in data:
+        return f"{name}: {path}: not a PEM CA bundle (no {PEM_CERTIFICATE.decode()} line)"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError) as exc:
+        return f"{name}: {path}: not a usable PEM CA bundle: {exc}"
+    return None
 
 
 def _missing(*fields: tuple[str, str, object]) -> list[str]:

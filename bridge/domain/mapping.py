@@ -119,6 +119,8 @@ class Policies(_Strict):
     display_option: Literal["card_only", "card_and_tab"] = "card_and_tab"
     after_timeout_presence: str | None = None  # awa_presence_state sys_id
     transfer_type: Literal["blind"] = "blind"
+    # a transfer to another queue: AWA queue transfer, then the bridge's offer on it
+    transfer_to_queue: Literal["queue_then_offer"] = "queue_then_offer"
     orphan_psr_deletion: Literal["route_api", "rest"] = "rest"
     capacity_weight: float = Field(1.0, gt=0)
 
@@ -140,7 +142,7 @@ _WITH_CHOICES: dict[Operation, dict[str, tuple[str, ...]]] = {
     },
     Operation.CREATE_INTERACTION: {},
     Operation.OFFER: {"target": OFFER_TARGETS, "enable_auto_assign": ("true", "false")},
-    Operation.TRANSFER: {"target": TRANSFER_TARGETS},
+    Operation.TRANSFER: {"target": TRANSFER_TARGETS, "enable_auto_assign": ("true", "false")},
     Operation.CANCEL_WORK_ITEM: {
         "which": CANCEL_WHICH,
         "cancel_reason": tuple(r.value for r in CancelReason if r.value),

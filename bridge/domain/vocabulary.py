@@ -232,6 +232,8 @@ class Trigger(StrEnum):
     AGENT_WORK_TRANSFERRED = "agent_work.transferred"
     SF_WORK_ITEM_OPEN = "sf_work_item.open"
     SF_WORK_ITEM_ENDED = "sf_work_item.ended"
+    # ended, owned by the agent who accepted it: accepted although no Opened was seen
+    SF_WORK_ITEM_ENDED_ACCEPTED = "sf_work_item.ended_accepted"
     WORK_ITEM_QUEUED = "work_item.queued"
     WORK_ITEM_REJECTED = "work_item.rejected"
     WORK_ITEM_TIMED_OUT = "work_item.timed_out"

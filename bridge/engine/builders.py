@@ -19,6 +19,7 @@ from bridge.domain import (
     RouteCancelReason,
     RoutingType,
     SegmentKind,
+    SegmentOutcome,
     WorkItemState,
 )
 from bridge.domain.mapping import Action, QueueMap, Tables
@@ -37,7 +38,8 @@ Builder = Callable[[EventDraft, Event, Action], None]
 
 
 def event_queue(event: Event, tables: Tables) -> QueueMap:
-    """The mapped queue a PSR or an awa_work_item names; Reject (skipped) when unmapped."""
+    """The mapped queue a PSR or an awa_work_item names; Reject (error: refused input,
+    listed with its reason) when unmapped."""
     record = event.parsed
     if isinstance(record, PsrRecord):
         queue_id = required(event, "QueueId", record.queue_id)
@@ -50,8 +52,9 @@ def event_queue(event: Event, tables: Tables) -> QueueMap:
         what = f"AWA queue {ref}"
     if queue is None:
         raise Reject(
-            EventOutcome.SKIPPED,
-            f"{what} is not mapped (event {event.source_event_id}); the bridge does not route it",
+            EventOutcome.ERROR,
+            f"{what} is not mapped in crosswalk.yaml (event {event.source_event_id}); "
+            "the bridge does not route it",
         )
     return queue
 
@@ -129,14 +132,21 @@ def _guard_pending_offers(work: EventDraft) -> None:
 
 
 def _targets(work: EventDraft, event: Event, action: Action) -> dict[str, Any]:
-    """Queue and agents of an offer or transfer; records them on the new segment."""
+    """Queue and agents of an offer or transfer; records them on the new segment (and the
+    queue on the conversation, so that ledger and AWA name the same queue)."""
     segment = work.segments[-1]
     if action.option("target", "queue_agents") == "event_agent":
         sf_user, sn_user = _event_agent(work, event)
-        work.update_segment(segment.seq, sf_user_id=sf_user, sn_user_sys_id=sn_user)
+        work.update_segment(
+            segment.seq,
+            sf_user_id=sf_user,
+            sn_user_sys_id=sn_user,
+            sf_agent_work_id=_agent_work(event).id,
+        )
         return {"queue_id": work.get("sn_queue_sys_id"), "candidates": [sn_user], "excluded": []}
     queue, candidates = _pick_queue(work)
     work.update_segment(segment.seq, sn_queue_sys_id=queue.sn_queue_ref)
+    work.set(sn_queue_sys_id=queue.sn_queue_ref)
     return {
         "queue_id": queue.sn_queue_ref,
         "candidates": candidates,
@@ -144,54 +154,93 @@ def _targets(work: EventDraft, event: Event, action: Action) -> dict[str, Any]:
     }
 
 
-def _offer(work: EventDraft, event: Event, action: Action) -> None:
+def _assignment(work: EventDraft, action: Action, default_auto: bool) -> dict[str, Any]:
+    """The ``assignment`` settings of an offer, or of a transfer to an agent."""
     policies = work.tables.policies
-    _guard_pending_offers(work)
-    targets = _targets(work, event, action)
+    auto = action.option("enable_auto_assign", str(default_auto).lower()) == "true"
+    return {
+        "timeout": _timeout(work),
+        "allowed_to_decline": policies.allowed_to_decline,
+        "enable_auto_assign": auto,
+        "display_option": policies.display_option,
+        "after_timeout_presence": policies.after_timeout_presence,
+    }
+
+
+def _emit_offer(work: EventDraft, targets: dict[str, Any], assignment: dict[str, Any]) -> None:
     segment = work.segments[-1]
-    auto = action.option("enable_auto_assign", str(policies.enable_auto_assign).lower())
     params = {
         "document_table": work.get("sn_document_table"),
         "document_id": work.get("sn_document_sys_id"),
         **targets,
         "external_segment_id": segment.external_segment_id,
-        "timeout": _timeout(work),
-        "allowed_to_decline": policies.allowed_to_decline,
-        "enable_auto_assign": auto == "true",
-        "display_option": policies.display_option,
-        "after_timeout_presence": policies.after_timeout_presence,
+        **assignment,
     }
     segment_id = segment.external_segment_id
     work.expect(echo.awa_segment_state(segment_id, WorkItemState.PENDING_ACCEPT))
-    if auto == "true":
+    if assignment["enable_auto_assign"]:
         work.expect(echo.awa_segment_state(segment_id, WorkItemState.ACCEPTED))
     work.emit(Operation.OFFER, params, segment_id)
 
 
-def _transfer(work: EventDraft, event: Event, action: Action) -> None:
-    policies = work.tables.policies
-    previous = work.segments[-2] if len(work.segments) > 1 else None
-    source_queue = (previous.sn_queue_sys_id if previous else None) or work.get("sn_queue_sys_id")
+def _offer(work: EventDraft, event: Event, action: Action) -> None:
     _guard_pending_offers(work)
     targets = _targets(work, event, action)
+    _emit_offer(work, targets, _assignment(work, action, work.tables.policies.enable_auto_assign))
+
+
+def _transfer(work: EventDraft, event: Event, action: Action) -> None:
+    """A blind transfer in AWA. To an agent (the one Salesforce chose, or an available
+    agent of the queue when the queue stays the same): one call with the offer settings.
+    To another queue: an AWA queue transfer, then the offer on that queue (policy
+    ``transfer_to_queue``). Whoever transferred the work away is never its target."""
+    policies = work.tables.policies
     segment = work.segments[-1]
+    previous = work.segments[-2] if len(work.segments) > 1 else None
+    source_queue = (previous.sn_queue_sys_id if previous else None) or work.get("sn_queue_sys_id")
+    event_agent = action.option("target", "queue_agents") == "event_agent"
+    transferred_by = (
+        previous.sn_user_sys_id
+        if previous is not None and previous.outcome is SegmentOutcome.TRANSFERRED
+        else None
+    )
+    if transferred_by and not event_agent:
+        work.exclude(transferred_by)
+    _guard_pending_offers(work)
+    targets = _targets(work, event, action)
+    # The agent Salesforce chose has already taken the work there: AWA follows at once.
+    assignment = _assignment(work, action, event_agent or policies.enable_auto_assign)
     params: dict[str, Any] = {
         "document_table": work.get("sn_document_table"),
         "document_id": work.get("sn_document_sys_id"),
         "external_segment_id": segment.external_segment_id,
         "source_queue_id": source_queue,
-        "target_type": "agent",
         "transfer_type": policies.transfer_type,
-        "timeout": _timeout(work),
-        "allowed_to_decline": policies.allowed_to_decline,
     }
-    if action.option("target", "queue_agents") == "event_agent":
-        params["target_id"] = targets["candidates"][0]
-    else:
-        params["candidates"] = targets["candidates"]
-        params["excluded"] = targets["excluded"]
-    work.expect(echo.awa_segment_state(segment.external_segment_id, WorkItemState.PENDING_ACCEPT))
-    work.emit(Operation.TRANSFER, params, segment.external_segment_id)
+    segment_id = segment.external_segment_id
+    if not event_agent and source_queue and targets["queue_id"] != source_queue:
+        # The AWA work item moves to the target queue (queued), then the bridge offers it
+        # there. The queue leg has an external_segment_id of its own, so a look for the
+        # offer (after an unknown outcome) never takes the queued work item for it; and no
+        # echo is expected for the queued state (a later time-out shows it too).
+        params |= {
+            "target_type": "queue",
+            "target_id": targets["queue_id"],
+            "external_segment_id": f"{segment_id}-queue",
+        }
+        work.emit(Operation.TRANSFER, params, segment_id)
+        _emit_offer(work, targets, assignment)
+        return
+    params |= {
+        "target_type": "agent",
+        "candidates": targets["candidates"],
+        "excluded": targets["excluded"],
+        **assignment,
+    }
+    work.expect(echo.awa_segment_state(segment_id, WorkItemState.PENDING_ACCEPT))
+    if assignment["enable_auto_assign"]:
+        work.expect(echo.awa_segment_state(segment_id, WorkItemState.ACCEPTED))
+    work.emit(Operation.TRANSFER, params, segment_id)
 
 
 def _cancel_item(work: EventDraft, sys_id: str, reason: str) -> None:

@@ -7,6 +7,7 @@ from bridge.domain import (
     CancelReason,
     Correlation,
     CorrelationState,
+    Direction,
     Event,
     EventKind,
     Trigger,
@@ -37,6 +38,15 @@ _AGENT_WORK_TRIGGERS = {
     AgentWorkStatus.TRANSFERRED: Trigger.AGENT_WORK_TRANSFERRED,
 }
 
+
+def agent_work_trigger(status: AgentWorkStatus) -> Trigger:
+    """The trigger of an AgentWork in ``status``."""
+    return _AGENT_WORK_TRIGGERS[status]
+
+
+# Salesforce User ids (an owner that is not a queue).
+_USER_PREFIX = "005"
+
 # What a reconciler's read can mean beyond the change it shows: something left behind.
 LEFT_BEHIND = frozenset(
     {Trigger.PSR_ORPHANED, Trigger.AGENT_WORK_STILL_ASSIGNED, Trigger.WORK_ITEM_STILL_PENDING}
@@ -59,20 +69,40 @@ def classify(event: Event, correlation: Correlation | None = None) -> Trigger:
             return Trigger.PSR_PUSHED
         if record.last_declined_agent_session or record.serial > 0:
             return Trigger.PSR_REQUEUED
-        return Trigger.PSR_CREATED_TRANSFER if record.transfer else Trigger.PSR_CREATED
+        # A transfer PSR the conversation already routes is seen again, not a new transfer.
+        new = correlation is None or correlation.sf_psr_id != record.id
+        return Trigger.PSR_CREATED_TRANSFER if record.transfer and new else Trigger.PSR_CREATED
     if isinstance(record, PsrDeletedRecord):
         return Trigger.PSR_DELETED
     if isinstance(record, AgentWorkRecord):
         return _AGENT_WORK_TRIGGERS[record.status]
     if isinstance(record, SfWorkItemRecord):
-        ended = record.deleted or record.status in SF_WORK_ITEM_ENDED
-        return Trigger.SF_WORK_ITEM_ENDED if ended else Trigger.SF_WORK_ITEM_OPEN
+        if not (record.deleted or record.status in SF_WORK_ITEM_ENDED):
+            return Trigger.SF_WORK_ITEM_OPEN
+        if _taken_by_agent(event, correlation):
+            return Trigger.SF_WORK_ITEM_ENDED_ACCEPTED
+        return Trigger.SF_WORK_ITEM_ENDED
     if isinstance(record, AwaWorkItemRecord):
         trigger = _awa_trigger(record)
         if trigger is Trigger.WORK_ITEM_ACCEPTED and _accepted_elsewhere(record, correlation):
             return Trigger.WORK_ITEM_ACCEPTED_ELSEWHERE
         return trigger
     return Trigger(f"interaction.{record.state.value}")
+
+
+def _taken_by_agent(event: Event, correlation: Correlation | None) -> bool:
+    """An ended Salesforce work item owned by the agent who accepted it: the org makes the
+    accepting agent the owner (the queue owns it until then), so the work was accepted even
+    when no Opened AgentWork was read. Salesforce-started work counts only when the owner
+    is the agent the bridge assigned it to (after a transfer the earlier agent may still
+    own it)."""
+    owner = lenient_sf_id(field_value(event.record, "OwnerId"))
+    if correlation is None or owner is None or not owner.startswith(_USER_PREFIX):
+        return False
+    if correlation.direction is Direction.SN_TO_SF:
+        return True
+    current = correlation.segments[-1] if correlation.segments else None
+    return current is not None and current.sf_user_id == owner
 
 
 def _accepted_elsewhere(record: AwaWorkItemRecord, correlation: Correlation | None) -> bool:
@@ -99,6 +129,42 @@ def _awa_trigger(item: AwaWorkItemRecord) -> Trigger:
     if item.state is WorkItemState.PENDING_ACCEPT:
         return Trigger.WORK_ITEM_PENDING_ACCEPT
     return Trigger.WORK_ITEM_ACCEPTED
+
+
+# --- what a later snapshot shows happened before it ---------------------------------------
+
+# The statuses an AgentWork reaches only once accepted (the org sets AcceptDateTime then).
+_ACCEPTED = frozenset({AgentWorkStatus.OPENED, AgentWorkStatus.CLOSED, AgentWorkStatus.TRANSFERRED})
+
+
+def agent_work_steps(
+    event: Event, known: AgentWorkStatus | None
+) -> tuple[AgentWorkStatus, ...] | None:
+    """The statuses an AgentWork went through since the conversation last saw it
+    (``known``), ending with the one the event shows; None when the event shows an
+    earlier status than the known one (a stale read).
+
+    A poll reads only the latest status: accepted work (AcceptDateTime set, or a status
+    only accepted work reaches) was Assigned, then Opened, whether or not those were read.
+    Work never accepted (Declined, DeclinedOnPushTimeout, Unavailable, Canceled) counts
+    only for what it is now: an assignment undone before anyone saw it changed nothing.
+    """
+    record = event.parsed
+    assert isinstance(record, AgentWorkRecord)
+    status = record.status
+    accepted = status in _ACCEPTED or bool(field_value(event.record, "AcceptDateTime"))
+    history: tuple[AgentWorkStatus, ...] = ()
+    if status is not AgentWorkStatus.ASSIGNED:
+        history = (AgentWorkStatus.ASSIGNED,)
+        if accepted and status is not AgentWorkStatus.OPENED:
+            history = (AgentWorkStatus.ASSIGNED, AgentWorkStatus.OPENED)
+    if known is status:
+        return (status,)
+    if known is None:
+        return (*history, status) if accepted else (status,)
+    if known not in history:
+        return None
+    return (*history[history.index(known) + 1 :], status)
 
 
 # --- what a conversation leaves behind ---------------------------------------------------

@@ -44,14 +44,19 @@ def psr_deleted(psr_id: str) -> str:
     return f"psr_deleted:{psr_id}"
 
 
+def of_agent_work(record: AgentWorkRecord, status: str) -> list[str]:
+    """The keys of the AgentWork reaching ``status`` (its own, or one it went through
+    before the status a later read shows)."""
+    keys = [agent_work_status(record.id, status)]
+    if record.work_item_id and record.user_id:
+        keys.append(agent_work_for(record.work_item_id, record.user_id, status))
+    return keys
+
+
 def of_record(record: Record) -> list[str]:
     """The keys an event's record would carry in ``expect`` had the bridge caused it."""
     if isinstance(record, AgentWorkRecord):
-        status = record.status.value
-        keys = [agent_work_status(record.id, status)]
-        if record.work_item_id and record.user_id:
-            keys.append(agent_work_for(record.work_item_id, record.user_id, status))
-        return keys
+        return of_agent_work(record, record.status.value)
     if isinstance(record, AwaWorkItemRecord):
         state = record.state.value
         keys = [awa_work_item_state(record.sys_id, state)]

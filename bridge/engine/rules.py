@@ -1,7 +1,9 @@
 """translate: find the rule of ``mappings/rules.yaml`` for (direction, trigger, state) and
 apply it: segment changes, the command builders, the next state. Before any rule, what
 the event shows is recorded (who holds which AgentWork and work item) and the bridge's own
-changes are recognised as echoes."""
+changes are recognised as echoes. A read shows only a record's latest state: an AgentWork
+first read Opened, Closed or Transferred went through the statuses before it, and their
+rules are applied first, so any later snapshot ends where reading every change would."""
 
 from __future__ import annotations
 
@@ -27,13 +29,20 @@ from bridge.domain.mapping import QueueMap, Rule, Tables
 from bridge.domain.records import (
     AgentWorkRecord,
     AwaWorkItemRecord,
+    PsrDeletedRecord,
     PsrRecord,
     required,
     to18,
 )
 from bridge.engine import echo
 from bridge.engine.builders import BUILDERS, event_queue
-from bridge.engine.classify import LEFT_BEHIND, classify, correlation_keys
+from bridge.engine.classify import (
+    LEFT_BEHIND,
+    agent_work_steps,
+    agent_work_trigger,
+    classify,
+    correlation_keys,
+)
 from bridge.engine.ids import derived_id, interaction_sys_id
 from bridge.engine.working import EventDraft, Reject
 from bridge.errors import Permanent, Skippable
@@ -90,7 +99,7 @@ def _open(event: Event, trigger: Trigger, tables: Tables) -> Decision:
         corr = _correlation_from_psr(event, record, queue, tables, rule.next_state)
     else:
         assert isinstance(record, AwaWorkItemRecord)  # the other queue triggers
-        corr = _correlation_from_work_item(event, record, queue, rule.next_state)
+        corr = _correlation_from_work_item(event, record, queue, tables, rule.next_state)
     work = _draft(event, corr, tables)
     if isinstance(record, AwaWorkItemRecord):
         _observe(work, event, trigger)
@@ -124,16 +133,23 @@ def _correlation_from_psr(
 
 
 def _correlation_from_work_item(
-    event: Event, item: AwaWorkItemRecord, queue: QueueMap, state: CorrelationState
+    event: Event, item: AwaWorkItemRecord, queue: QueueMap, tables: Tables, state: CorrelationState
 ) -> Correlation:
     document_id = required(event, "document_id", item.document_id)
+    document_table = required(event, "document_table", item.document_table)
+    if document_table not in {c.sn_document_table for c in tables.crosswalk.channels}:
+        raise Reject(
+            EventOutcome.ERROR,
+            f"work item {item.sys_id}: document_table {document_table!r} is not routed by "
+            "any channel of crosswalk.yaml",
+        )
     return Correlation(
         id=derived_id("sn", "document", document_id),
         direction=queue.direction,
         state=state,
         sf_queue_id=to18(queue.sf_queue_id),
         sf_conversation_id=document_id,
-        sn_document_table=item.document_table or "interaction",
+        sn_document_table=document_table,
         sn_document_sys_id=document_id,
         sn_work_item_sys_id=item.sys_id,
         sn_queue_sys_id=queue.sn_queue_ref,
@@ -152,12 +168,33 @@ def _continue(event: Event, trigger: Trigger, corr: Correlation, tables: Tables)
     stale = _stale(work, event, trigger)
     if stale:
         return work.decision(EventOutcome.SKIPPED, reason=stale, trigger=trigger)
-    rule = _rule(tables, corr.direction, trigger, corr.state.value)
-    return _apply_rule(work, event, trigger, rule)
+    passed = _passed_through(event, corr, trigger)
+    if passed is None:
+        record = event.parsed
+        assert isinstance(record, AgentWorkRecord)  # only AgentWork has a known status
+        seen = corr.data.agent_work[record.id].status
+        reason = f"stale: AgentWork {record.id} shows {record.status}, already seen {seen}"
+        return work.decision(EventOutcome.SKIPPED, reason=reason, trigger=trigger)
+    for status in passed:
+        _pass_through(work, event, status)
+    rule = _rule(tables, corr.direction, trigger, work.get("state").value)
+    decision = _apply_rule(work, event, trigger, rule)
+    if passed:
+        read_as = ", ".join(str(status) for status in passed)
+        return replace(decision, reason=f"the AgentWork went through {read_as} unread")
+    return decision
 
 
 def _stale(work: EventDraft, event: Event, trigger: Trigger) -> str | None:
-    """A reject / time-out of an offer that is no longer the current one."""
+    """A reject / time-out of an offer that is no longer the current one; the deletion of
+    a PSR the conversation no longer routes (read after the PSR of a transfer)."""
+    if trigger is Trigger.PSR_DELETED:
+        deleted = event.parsed
+        assert isinstance(deleted, PsrDeletedRecord)
+        current_psr = work.corr.sf_psr_id
+        if current_psr and deleted.id != current_psr:
+            return f"stale: PSR {deleted.id} deleted; the conversation routes PSR {current_psr}"
+        return None
     if trigger not in (Trigger.WORK_ITEM_REJECTED, Trigger.WORK_ITEM_TIMED_OUT):
         return None
     item = event.parsed
@@ -170,6 +207,41 @@ def _stale(work: EventDraft, event: Event, trigger: Trigger) -> str | None:
             f"the current one is {current.external_segment_id}"
         )
     return None
+
+
+# --- what a later snapshot shows happened before it ----------------------------------------
+
+
+def _passed_through(
+    event: Event, corr: Correlation, trigger: Trigger
+) -> tuple[AgentWorkStatus, ...] | None:
+    """The AgentWork statuses the record went through unread since the conversation last
+    saw it, before the one it shows (none for other records); None when the record shows
+    an earlier status than the one already seen."""
+    record = event.parsed
+    if not isinstance(record, AgentWorkRecord) or trigger in LEFT_BEHIND:
+        return ()
+    seen = corr.data.agent_work.get(record.id)
+    steps = agent_work_steps(event, seen.status if seen else None)
+    return None if steps is None else steps[:-1]
+
+
+def _pass_through(work: EventDraft, event: Event, status: AgentWorkStatus) -> None:
+    """Apply the rule of a status the AgentWork went through unread, as if it had been
+    read: a status the bridge caused is its echo; a rule that acts on no status it passed
+    (skipped, echo) does nothing."""
+    record = event.parsed
+    assert isinstance(record, AgentWorkRecord)
+    if any(key in work.data.expect for key in echo.of_agent_work(record, status.value)):
+        _mark_own(work, event)
+        return
+    state = work.get("state").value
+    rule = _rule(work.tables, work.corr.direction, agent_work_trigger(status), state)
+    if rule.result != "processed":
+        return
+    if status is AgentWorkStatus.OPENED:
+        work.set(sf_agent_work_id=record.id, sf_user_id=required(event, "UserId", record.user_id))
+    _run_rule(work, event, rule)
 
 
 def _observe(work: EventDraft, event: Event, trigger: Trigger) -> None:
@@ -239,6 +311,11 @@ def _apply_rule(work: EventDraft, event: Event, trigger: Trigger, rule: Rule) ->
         return work.decision(
             EventOutcome(rule.result), reason=rule.note or None, rule=rule, trigger=trigger
         )
+    _run_rule(work, event, rule)
+    return work.decision(EventOutcome.PROCESSED, rule=rule, trigger=trigger)
+
+
+def _run_rule(work: EventDraft, event: Event, rule: Rule) -> None:
     if rule.close_segment is not None:
         work.close_segment(rule.close_segment)
     if rule.open_segment is not None:
@@ -247,7 +324,6 @@ def _apply_rule(work: EventDraft, event: Event, trigger: Trigger, rule: Rule) ->
         BUILDERS[action.op](work, event, action)
     if rule.next_state is not None:
         work.set(state=rule.next_state)
-    return work.decision(EventOutcome.PROCESSED, rule=rule, trigger=trigger)
 
 
 def _open_segment(work: EventDraft, event: Event, kind: SegmentKind) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +27,14 @@ from typing import Any, Protocol
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from bridge.domain import ClaimedCommand
-from bridge.errors import BridgeError, Permanent, Retriable, Skippable
+from bridge.errors import (
+    BridgeError,
+    OutcomeUnknown,
+    Permanent,
+    Retriable,
+    Skippable,
+    VersionConflict,
+)
 from bridge.flow.counts import Counts
 from bridge.flow.processor import apply_answer
 from bridge.ledger.ports import Ledger, LedgerTx
@@ -37,6 +46,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 10
+# Applying an answer while the processor saves the same conversation: tries, and the
+# pause (seconds, grows with each try) before the next one.
+ANSWER_RETRIES = 8
+ANSWER_RETRY_PAUSE = 0.02
 
 
 class Executor(Protocol):
@@ -88,8 +101,26 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="dispatch")
         self.wake = threading.Event()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, *, wait: bool = True) -> None:
+        """``wait=False`` (a daemon out of time): queued runs are dropped, calls still out
+        are left to the process's exit; their commands stay claimed for the caller to
+        release."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def take_back_claims(self) -> int:
+        """At daemon start: commands a dead predecessor left claimed (killed mid-call)
+        are due at once, looking before they act, instead of waiting out its lease.
+        Only for the one daemon of a ledger (see ``Outbox.release_abandoned``): a one-off
+        command's dispatcher must not call it while a daemon runs."""
+        with self._ledger.transaction() as tx:
+            released = tx.outbox.release_abandoned(self._now(), except_worker=self.worker)
+        if released:
+            log.warning(
+                "took back %d command(s) a previous run left in flight; each looks first",
+                len(released),
+                extra={"commands": released},
+            )
+        return len(released)
 
     def run_once(self, limit: int | None = None) -> DispatchStats:
         """Claim what is due and run it; returns when every claimed command is recorded.
@@ -164,19 +195,57 @@ class Dispatcher:
         self, command: ClaimedCommand, answer: Mapping[str, Any]
     ) -> tuple[str, ClaimedCommand | None]:
         """The outcome, what the answer teaches, and the conversation's next command
-        claimed: one transaction."""
-        with self._ledger.transaction() as tx:
-            tx.outbox.complete(command.id, answer)
-            apply_answer(tx, command, answer)
-            following = tx.outbox.claim(
-                self.worker, 1, self._lease, self._now(), correlation_id=command.correlation_id
-            )
+        claimed: one transaction. The processor may save the same conversation meanwhile
+        (its version moves on under our read): then the whole transaction is done again
+        on a fresh read, so the answer is applied to what the conversation is now."""
+        for attempt in range(1, ANSWER_RETRIES + 1):
+            try:
+                with self._ledger.transaction() as tx:
+                    tx.outbox.complete(command.id, answer)
+                    apply_answer(tx, command, answer)
+                    following = tx.outbox.claim(
+                        self.worker,
+                        1,
+                        self._lease,
+                        self._now(),
+                        correlation_id=command.correlation_id,
+                    )
+                break
+            except VersionConflict:
+                log.info(
+                    "command %s (%s): conversation changed while its answer was applied; again",
+                    command.id,
+                    command.operation.value,
+                )
+                # a short, growing pause: the other writer is mid-batch
+                time.sleep(random.uniform(0, ANSWER_RETRY_PAUSE * attempt))  # noqa: S311
+        else:
+            return self._answer_not_applied(command), None
         COMMANDS.labels(command.system.value, command.operation.value, "confirmed").inc()
         DISPATCH_LATENCY.labels(command.system.value, command.operation.value).observe(
             max(0.0, (self._now() - command.created_at).total_seconds())
         )
         log.info("command %s (%s) done", command.id, command.operation.value)
         return "done", following[0] if following else None
+
+    def _answer_not_applied(self, command: ClaimedCommand) -> str:
+        """The conversation kept changing under every try: the system acted but the ledger
+        could not learn from it. The command goes again soon as an outcome unknown, so
+        the next attempt looks before acting (finds what this one made, or gets the first
+        answer again by its RequestId) and applies that answer."""
+        error = OutcomeUnknown(
+            f"the answer could not be applied: the conversation changed {ANSWER_RETRIES} "
+            "times meanwhile"
+        )
+        with self._ledger.transaction() as tx:
+            tx.outbox.fail(
+                command.id,
+                _error_text(error),
+                self._now() + timedelta(seconds=ANSWER_RETRY_PAUSE * ANSWER_RETRIES),
+            )
+        COMMANDS.labels(command.system.value, command.operation.value, "failed").inc()
+        log.warning("command %s (%s): %s", command.id, command.operation.value, error)
+        return "retry"
 
     def _retry(self, command: ClaimedCommand, error: Retriable) -> str:
         attempts = command.attempts + 1

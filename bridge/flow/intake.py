@@ -3,15 +3,21 @@ moved in the same transaction. A replayed change hits the inbox's unique key and
 dropped, so delivery can be at-least-once.
 
 Every stream's cursor is a ``Watermark`` (the newest change time read, and the key that
-breaks ties at that time) in one encoding, whatever system it reads."""
+breaks ties at that time) in one encoding, whatever system it reads.
+
+A poll re-reads an overlap window before the watermark (changes committed late), but not for
+ever: once a poll has read that window ``overlap`` seconds after the watermark was reached,
+nothing committed late can still carry a time up to it, and the watermark is *settled*:
+polls read strictly after it. Records that never change (a PSR nobody routes, the newest
+closed AgentWork) are then not read again on every poll."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bridge.ledger.ports import Ledger, NewEvent, RecordResult
@@ -33,9 +39,19 @@ class Watermark:
 
     at: datetime
     key: str = ""
+    # When the bridge reached this position (its own clock: intervals, not the source's
+    # times), and whether the overlap window behind it has been read since: not part of
+    # the position itself.
+    reached: datetime | None = field(default=None, compare=False)
+    settled: bool = field(default=False, compare=False)
 
     def encode(self) -> str:
-        return json.dumps({"at": self.at.isoformat(), "key": self.key}, sort_keys=True)
+        data: dict[str, object] = {"at": self.at.isoformat(), "key": self.key}
+        if self.reached is not None:
+            data["reached"] = self.reached.isoformat()
+        if self.settled:
+            data["settled"] = True
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def decode(cls, position: str) -> Watermark:
@@ -43,10 +59,29 @@ class Watermark:
         (Salesforce: an ISO time; ServiceNow: ``YYYY-MM-DD HH:MM:SS|sys_id``)."""
         if position.startswith("{"):
             data = json.loads(position)
-            return cls(datetime.fromisoformat(data["at"]), str(data.get("key", "")))
+            reached = data.get("reached")
+            return cls(
+                datetime.fromisoformat(data["at"]),
+                str(data.get("key", "")),
+                reached=datetime.fromisoformat(reached) if reached else None,
+                settled=bool(data.get("settled", False)),
+            )
         stamp, _, key = position.partition("|")
         at = datetime.fromisoformat(stamp)
         return cls(at if at.tzinfo else at.replace(tzinfo=UTC), key)
+
+    def after_window(self, now: datetime, overlap: timedelta) -> Watermark | None:
+        """What to store after a poll at ``now`` read the overlap window behind this
+        watermark and found nothing newer: settled once it was reached ``overlap`` ago
+        (when it was reached is stamped first on a cursor of an earlier release); None when
+        nothing changes."""
+        if self.settled:
+            return None
+        if self.reached is None:
+            return replace(self, reached=now)
+        if now - self.reached >= overlap:
+            return replace(self, settled=True)
+        return None
 
 
 class StreamRecorder:

@@ -63,6 +63,7 @@ class _Command:
     response: dict[str, Any] | None = None
     lease_until: datetime | None = None
     next_attempt_at: datetime | None = None
+    claimed_by: str | None = None
 
 
 @dataclass
@@ -334,7 +335,6 @@ class _Outbox:
         *,
         correlation_id: str | None = None,
     ) -> list[ClaimedCommand]:
-        del worker
         claimed: list[ClaimedCommand] = []
         for c in self._due(now):
             if correlation_id is not None and c.new.correlation_id != correlation_id:
@@ -342,7 +342,7 @@ class _Outbox:
             if len(claimed) == limit:
                 break
             look_first = outcome_was_unknown(c.error)
-            c.status, c.error = "claimed", IN_FLIGHT
+            c.status, c.error, c.claimed_by = "claimed", IN_FLIGHT, worker
             c.lease_until = now + timedelta(seconds=lease_seconds)
             claimed.append(
                 ClaimedCommand(
@@ -395,6 +395,16 @@ class _Outbox:
     def release(self, command_id: str) -> None:
         c = self._get(command_id)
         c.status, c.lease_until = "pending", None
+
+    def release_abandoned(self, now: datetime, *, except_worker: str) -> list[str]:
+        del now
+        released: list[str] = []
+        for c in self._s.commands.values():
+            if c.status == "claimed" and c.claimed_by != except_worker:
+                c.status, c.error, c.attempts = "pending", IN_FLIGHT, c.attempts + 1
+                c.lease_until = c.next_attempt_at = c.claimed_by = None
+                released.append(c.id)
+        return sorted(released)
 
     def route_in_flight(self) -> bool:
         return any(

@@ -235,6 +235,15 @@ class Outbox(Protocol):
         """Give a claimed command back: pending again, no lease."""
         ...
 
+    def release_abandoned(self, now: datetime, *, except_worker: str) -> list[str]:
+        """Take back every command claimed by a worker other than ``except_worker``: due
+        at once, the attempt counted, the in-flight mark kept (its outcome is unknown: the
+        next attempt looks before it acts). For a dispatcher starting on a ledger whose
+        previous holder died: there is one dispatcher per ledger (SQLite can have no
+        other; on PostgreSQL one instance is assumed until instances heartbeat), so every
+        other worker's claim is a dead one. Returns the ids released."""
+        ...
+
     def route_in_flight(self) -> bool:
         """Is a ``POST /route`` unfinished (its answer not recorded yet)?"""
         ...

@@ -703,6 +703,48 @@ class SqlOutbox:
         )
         return bool(released.rowcount)  # type: ignore[attr-defined]
 
+    def release_claims(self, worker: str) -> list[str]:
+        """Give back what ``worker`` still has claimed (a stopping daemon's calls in
+        flight): pending at once, the in-flight mark kept, so the next attempt looks
+        before it acts. Conditional on the claim: an outcome recorded first stays."""
+        t = table(r.OutboxCommand)
+        released = self._session.execute(
+            update(t)
+            .where(t.c.status == "claimed", t.c.claimed_by == worker)
+            .values(
+                status="pending",
+                attempts=t.c.attempts + 1,  # the call went out
+                claimed_by=None,
+                lease_until=None,
+                next_attempt_at=None,
+                updated_at=self._clock(),
+            )
+            .returning(t.c.id)
+        )
+        return sorted(str(i) for i in released.scalars())
+
+    def release_abandoned(self, now: datetime, *, except_worker: str) -> list[str]:
+        t = table(r.OutboxCommand)
+        released = self._session.execute(
+            update(t)
+            .where(
+                t.c.status == "claimed",
+                or_(t.c.claimed_by.is_(None), t.c.claimed_by != except_worker),
+            )
+            .values(
+                status="pending",
+                attempts=t.c.attempts + 1,
+                next_attempt_at=None,
+                claimed_by=None,
+                lease_until=None,
+                updated_at=now,
+                # the claim's in-flight mark, kept or restored: look before acting
+                error=literal(IN_FLIGHT),
+            )
+            .returning(t.c.id)
+        )
+        return sorted(str(i) for i in released.scalars())
+
     # reads ----------------------------------------------------------------------------
     def route_in_flight(self) -> bool:
         t = table(r.OutboxCommand)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,6 +38,9 @@ RECONCILER_FAILED = "reconciler_failed"
 # Findings are written in batches of this many rows per transaction.
 FINDING_BATCH = 500
 FINAL_COMMAND_STATUSES = ("confirmed", "dead", "cancelled")
+# The kind of the note a reconciler leaves about what it did not judge: younger than the
+# grace (``Options.unseen_grace``), intake may simply not have read it yet.
+WITHIN_GRACE = "within_grace"
 
 Progress = Callable[[str, int, int | None], None]
 """``progress(task, advance, total)``: ``advance`` records done; ``total`` when known."""
@@ -92,6 +95,28 @@ class PlannedFinding:
     detail: Mapping[str, Any] = field(default_factory=dict)
     commands: tuple[NewCommand, ...] = ()
     events: tuple[NewEvent, ...] = ()
+    # A note's own status (``skipped``); None: ``planned`` with an action, else unresolved.
+    status: str | None = None
+
+
+def grace_note(subject: str, counts: Mapping[str, int], grace: timedelta) -> PlannedFinding | None:
+    """What a reconciler left unjudged because it is younger than ``grace`` (a ``skipped``
+    note, not drift: intake may not have read it yet); None when nothing was."""
+    counted = {what: n for what, n in counts.items() if n}
+    if not counted:
+        return None
+    seconds = f"{grace.total_seconds():g}s"
+    return PlannedFinding(
+        kind=WITHIN_GRACE,
+        subject=subject,
+        reason=(
+            f"{', '.join(f'{n} {what}' for what, n in counted.items())} younger than the "
+            f"{seconds} grace not judged: intake may not have read them yet (run again "
+            "later, or with --grace 0s)"
+        ),
+        detail={"grace_seconds": grace.total_seconds(), **counted},
+        status="skipped",
+    )
 
 
 @dataclass
@@ -105,6 +130,10 @@ class Outcome:
 
 
 class Reconciler(Protocol):
+    """``after_repairs = True`` (a class attribute, optional): a reconciler that only
+    reports, run after a one-off ``--apply`` carried the others' repairs out, so that what
+    it reports (and the exit code) is what the apply left."""
+
     name: str
     description: str
 
@@ -373,30 +402,41 @@ def run(
     report = RunReport(run_row.id, mode, run_row.started_at)
     pending = _Pending(ctx.ledger, run_row.id)
     written: list[tuple[Finding, Outcome]] = []
-    for reconciler in chosen:
-        began = time.monotonic()
-        try:
-            for finding in reconciler.plan(ctx, since):
-                if apply and finding.action is not None:
-                    written.append(_apply_one(ctx, run_row.id, reconciler, finding))
-                else:
-                    status = "planned" if finding.action is not None else "unresolved"
-                    pending.add(
-                        _finding_row(ctx, run_row.id, reconciler.name, finding, Outcome(status))
-                    )
-        except Exception as exc:
-            log.warning("reconciler %s failed: %s", reconciler.name, exc, exc_info=True)
-            report.failed_reconcilers.append(reconciler.name)
-            failed = PlannedFinding(
-                kind=RECONCILER_FAILED,
-                subject=reconciler.name,
-                reason=f"{type(exc).__name__}: {exc}",
-            )
-            pending.add(_finding_row(ctx, run_row.id, reconciler.name, failed, Outcome("failed")))
-        report.seconds[reconciler.name] = time.monotonic() - began
-    pending.flush()
+    later = [r for r in chosen if driver is not None and getattr(r, "after_repairs", False)]
+
+    def plan_all(reconcilers: Sequence[Reconciler], ctx: Context) -> None:
+        for reconciler in reconcilers:
+            began = time.monotonic()
+            try:
+                for finding in reconciler.plan(ctx, since):
+                    if apply and finding.action is not None:
+                        written.append(_apply_one(ctx, run_row.id, reconciler, finding))
+                    else:
+                        default = "planned" if finding.action is not None else "unresolved"
+                        outcome = Outcome(finding.status or default)
+                        pending.add(
+                            _finding_row(ctx, run_row.id, reconciler.name, finding, outcome)
+                        )
+            except Exception as exc:
+                log.warning("reconciler %s failed: %s", reconciler.name, exc, exc_info=True)
+                report.failed_reconcilers.append(reconciler.name)
+                failed = PlannedFinding(
+                    kind=RECONCILER_FAILED,
+                    subject=reconciler.name,
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
+                row = _finding_row(ctx, run_row.id, reconciler.name, failed, Outcome("failed"))
+                pending.add(row)
+            report.seconds[reconciler.name] = time.monotonic() - began
+        pending.flush()
+
+    plan_all([r for r in chosen if r not in later], ctx)
     if driver is not None and written:
+        settling = time.monotonic()
         _settle(ctx, driver, written)
+        # what only reports looks at the systems as the repairs left them, at that time
+        ctx = replace(ctx, now=ctx.now + timedelta(seconds=time.monotonic() - settling))
+    plan_all(later, ctx)
     rows = _run_findings(ctx.ledger, run_row.id)
     for row in rows:
         RECONCILE_FINDINGS.labels(row.reconciler, row.kind, row.status).inc()

@@ -15,7 +15,7 @@ from typing import ClassVar
 from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.adapters.servicenow.polling import parse_sn_datetime
 from bridge.domain import CorrelationState
-from bridge.reconcile.base import Context, PlannedFinding, RepairWriter
+from bridge.reconcile.base import Context, PlannedFinding, RepairWriter, grace_note
 from bridge.reconcile.reads import (
     OPEN_STATES,
     correlation_rows,
@@ -54,6 +54,8 @@ class _Open:
 class Drift(RepairWriter):
     name = KIND
     description = "Ledger vs both systems: open correlations whose objects are gone, and back"
+    # It only reports: a one-off --apply runs it after the others' repairs are carried out.
+    after_repairs = True
 
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
         settled = ctx.now - ctx.options.unseen_grace  # younger things may be in flight
@@ -69,8 +71,8 @@ class Drift(RepairWriter):
         # two systems are scanned at the same time.
         with ThreadPoolExecutor(1, thread_name_prefix="drift-psrs") as pool:
             scanning = pool.submit(self._psrs, ctx, settled)
-            interactions, reportable = self._interactions(ctx, since, settled)
-            psrs, untracked_psrs = scanning.result()
+            interactions, reportable, young = self._interactions(ctx, since, settled)
+            psrs, untracked_psrs, young_psrs = scanning.result()
         tally["psr_without_correlation"] = untracked_psrs
         for corr in opened:
             if corr.state in WAITING_ON_PSR and corr.psr and corr.psr not in psrs:
@@ -90,7 +92,17 @@ class Drift(RepairWriter):
                     "no longer active",
                     corr.id,
                 )
-        known = known_values(ctx, "sn_document_sys_id", reportable)
+        known = known_values(ctx, "sn_document_sys_id", reportable | young)
+        note = grace_note(
+            self.name,
+            {
+                "PSR(s) no correlation knows": young_psrs,
+                "active interaction(s) no correlation knows": len(young - known),
+            },
+            ctx.options.unseen_grace,
+        )
+        if note is not None:
+            yield note
         for sys_id in reportable:
             if sys_id not in known:
                 tally["interaction_without_correlation"] += 1
@@ -115,40 +127,47 @@ class Drift(RepairWriter):
         return PlannedFinding(kind=kind, subject=subject, reason=reason, correlation_id=corr_id)
 
     @staticmethod
-    def _psrs(ctx: Context, settled: datetime) -> tuple[set[str], int]:
-        """Ids of every PSR of the mapped queues, and how many created before ``settled``
-        no correlation knows."""
+    def _psrs(ctx: Context, settled: datetime) -> tuple[set[str], int, int]:
+        """Ids of every PSR of the mapped queues, and how many no correlation knows:
+        created before ``settled``, and since (not judged yet)."""
         present: set[str] = set()
-        untracked = 0
+        untracked = young = 0
         for page in scan_psrs(ctx, queue_ids(ctx.tables), None, KIND):
             ids = [i for i in (sf18(p["Id"]) for p in page) if i]
             present.update(ids)
+            owners = set(psr_owners(ctx, ids))
             old = {
                 i
                 for p in page
                 if (i := sf18(p["Id"])) and parse_sf_datetime(p["CreatedDate"]) < settled
             }
-            untracked += len(old - set(psr_owners(ctx, old)))
-        return present, untracked
+            untracked += len(old - owners)
+            young += len(set(ids) - old - owners)
+        return present, untracked, young
 
     @staticmethod
     def _interactions(
         ctx: Context, since: datetime | None, settled: datetime
-    ) -> tuple[set[str], set[str]]:
+    ) -> tuple[set[str], set[str], set[str]]:
         """sys_ids of the active interactions of mapped queues or made by the bridge
-        (``correlation_id`` set): all of them, and those to report (last changed since
-        ``since`` and before ``settled``)."""
+        (``correlation_id`` set): all of them, those to report (last changed since
+        ``since`` and before ``settled``) and those changed after ``settled`` (not judged
+        yet)."""
         queues = sn_queue_refs(ctx.tables)
         condition = "active=true^correlation_idISNOTEMPTY"
         if queues:
             condition += f"^ORqueueIN{','.join(queues)}"
         found: set[str] = set()
         old: set[str] = set()
+        young: set[str] = set()
         fields = ("sys_updated_on",)
         for rows in scan_sn(ctx, "interaction", fields, condition, since=None, task=KIND):
             found.update(r["sys_id"] for r in rows)
             old.update(r["sys_id"] for r in rows if _between(r, since, settled))
-        return found, old
+            young.update(
+                r["sys_id"] for r in rows if parse_sn_datetime(r["sys_updated_on"]) >= settled
+            )
+        return found, old, young
 
 
 def _between(row: dict[str, str], since: datetime | None, until: datetime) -> bool:

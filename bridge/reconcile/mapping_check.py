@@ -1,6 +1,11 @@
 """The mapping tables against the live systems: every mapped queue, user and channel still
 exists and the agents still hold their AWA roles. A table that no longer matches the org
-makes every other reconciler's view wrong, so this runs first and reports each mismatch."""
+makes every other reconciler's view wrong, so this runs first and reports each mismatch.
+
+It also reports work that waits for the bridge on a queue the tables do not map (PSRs of
+Salesforce external-routing queues, live work items of External AWA queues): intake refuses
+each once (``bridge ledger events --status error``); this says, on every run, which queues
+still hold such work: one finding per queue, not per record, however much waits there."""
 
 from __future__ import annotations
 
@@ -8,13 +13,19 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 
-from bridge.adapters.salesforce.client import SalesforceApi
+from bridge.adapters.salesforce.client import SalesforceApi, soql_string
+from bridge.adapters.salesforce.polling import EXTERNAL_ROUTING
 from bridge.adapters.servicenow.client import ServiceNowApi
+from bridge.adapters.servicenow.polling import EXTERNAL_QUEUE
 from bridge.domain.mapping import AWA_AGENT_ROLES, check_live
 from bridge.reconcile.base import Context, PlannedFinding, RepairWriter
-from bridge.reconcile.reads import sf18
+from bridge.reconcile.reads import queue_ids, scan_soql, sf18, sn_queue_refs
 
 KIND = "mapping_mismatch"
+UNMAPPED_KIND = "unmapped_input"
+# Record ids named in a finding's reason (its detail holds up to DETAIL_IDS of them).
+REASON_IDS = 5
+DETAIL_IDS = 100
 
 
 class AdapterDirectory:
@@ -71,3 +82,62 @@ class MappingCheck(RepairWriter):
                 subject=f"{problem.file}:{problem.key}",
                 reason=f"{problem.message}: fix the mapping tables or the org",
             )
+        yield from unmapped_input(ctx)
+
+
+def _waiting_psrs(ctx: Context) -> dict[str, list[str]]:
+    """PSRs of external-routing queues the tables do not map, by queue (one query)."""
+    where = f"RoutingModel = {soql_string(EXTERNAL_ROUTING)}"
+    mapped = queue_ids(ctx.tables)
+    if mapped:
+        where += f" AND QueueId NOT IN ({', '.join(soql_string(q) for q in mapped)})"
+    soql = f"SELECT Id, QueueId FROM PendingServiceRouting WHERE {where} ORDER BY Id"
+    found: dict[str, list[str]] = defaultdict(list)
+    for page in scan_soql(ctx, soql, MappingCheck.name):
+        for psr in page:
+            found[str(sf18(psr.get("QueueId")) or psr.get("QueueId"))].append(str(psr["Id"]))
+    return found
+
+
+def _waiting_work_items(ctx: Context) -> dict[str, list[str]]:
+    """Live work items of External AWA queues the tables do not map, by queue."""
+    condition = f"active=true^{EXTERNAL_QUEUE}"
+    mapped = sn_queue_refs(ctx.tables)
+    if mapped:
+        condition += f"^queueNOT IN{','.join(mapped)}"
+    found: dict[str, list[str]] = defaultdict(list)
+    for row in ctx.servicenow.query("awa_work_item", f"{condition}^ORDERBYsys_id", ("queue",)):
+        found[row.get("queue", "")].append(row["sys_id"])
+    return found
+
+
+def _unmapped_finding(subject: str, what: str, queue: str, ids: list[str]) -> PlannedFinding:
+    named = ", ".join(ids[:REASON_IDS]) + (", ..." if len(ids) > REASON_IDS else "")
+    return PlannedFinding(
+        kind=UNMAPPED_KIND,
+        subject=subject,
+        reason=(
+            f"{len(ids)} {what} wait on {queue}, which crosswalk.yaml does not map ({named}); "
+            "the bridge refuses them (bridge ledger events --status error): map the queue "
+            "or route its work elsewhere"
+        ),
+        detail={"queue": queue, "count": len(ids), "ids": ids[:DETAIL_IDS]},
+    )
+
+
+def unmapped_input(ctx: Context) -> Iterator[PlannedFinding]:
+    """One finding per unmapped queue that holds work waiting for the bridge."""
+    for queue, psrs in sorted(_waiting_psrs(ctx).items()):
+        yield _unmapped_finding(
+            f"PendingServiceRouting.QueueId:{queue}",
+            "PSR(s)",
+            f"Salesforce external-routing queue {queue}",
+            psrs,
+        )
+    for queue, items in sorted(_waiting_work_items(ctx).items()):
+        yield _unmapped_finding(
+            f"awa_work_item.queue:{queue}",
+            "work item(s)",
+            f"External AWA queue {queue}",
+            items,
+        )

@@ -13,7 +13,13 @@ from bridge.adapters.salesforce.client import parse_sf_datetime
 from bridge.domain import Direction, Event, EventKind, System, Trigger
 from bridge.errors import BridgeError
 from bridge.ledger.ports import NewEvent
-from bridge.reconcile.base import Context, PlannedFinding, RepairWriter, salesforce_event
+from bridge.reconcile.base import (
+    Context,
+    PlannedFinding,
+    RepairWriter,
+    grace_note,
+    salesforce_event,
+)
 from bridge.reconcile.reads import psr_owners, queue_ids, scan_psrs, sf18
 
 KIND = "unseen_psr"
@@ -40,6 +46,7 @@ class UnseenPsr(RepairWriter):
     def plan(self, ctx: Context, since: datetime | None) -> Iterator[PlannedFinding]:
         queues = queue_ids(ctx.tables, Direction.SF_TO_SN)
         young = ctx.now - ctx.options.unseen_grace
+        too_young = 0
         for page in scan_psrs(ctx, queues, since, self.name):
             owners = psr_owners(ctx, [i for i in (sf18(p["Id"]) for p in page) if i])
             for psr in page:
@@ -47,8 +54,13 @@ class UnseenPsr(RepairWriter):
                 if psr_id is None or psr_id in owners:
                     continue
                 if parse_sf_datetime(psr["CreatedDate"]) > young:
-                    continue  # intake may simply not have read it yet
+                    too_young += 1  # intake may simply not have read it yet
+                    continue
                 yield self._finding(psr_id, psr)
+        grace = ctx.options.unseen_grace
+        note = grace_note(self.name, {"PSR(s) no correlation knows": too_young}, grace)
+        if note is not None:
+            yield note
 
     @staticmethod
     def _finding(psr_id: str, psr: dict[str, Any]) -> PlannedFinding:

@@ -4,7 +4,9 @@ fault injection per route, and counters of every call received."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import random
 import re
 import socket
@@ -27,20 +29,69 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LOOPBACK = "127.0.0.1"
 
 
-class SandboxCA:
-    """A throw-away certificate authority and one server certificate for loopback."""
+# Where the standalone sandboxes write their state (CA, env files, JSON) by default: one
+# directory for both, so that they share one CA and the bridge needs one bundle.
+DEFAULT_STATE_DIR = Path(".sandbox")
+CA_ORGANIZATION = "Bridge Sandbox CA"
 
-    def __init__(self, directory: Path | None = None) -> None:
+
+class SandboxCA:
+    """A throw-away certificate authority and one server certificate for loopback.
+
+    ``server`` names the server certificate's files, so that several sandboxes can keep
+    theirs in one directory beside one CA (see ``shared``)."""
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        ca: trustme.CA | None = None,
+        server: str = "sandbox",
+    ) -> None:
         self.directory = Path(directory or tempfile.mkdtemp(prefix="bridge-sandbox-ca-"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._ca = trustme.CA(organization_name="Bridge Sandbox CA")
+        self._ca = ca or trustme.CA(organization_name=CA_ORGANIZATION)
         self._cert = self._ca.issue_cert("localhost", LOOPBACK, "::1")
         self.ca_bundle = self.directory / "sandbox-ca.pem"
-        self.cert_file = self.directory / "sandbox-server.pem"
-        self.key_file = self.directory / "sandbox-server.key"
-        self._ca.cert_pem.write_to_path(str(self.ca_bundle))
-        self._cert.private_key_pem.write_to_path(str(self.key_file))
+        self.cert_file = self.directory / f"{server}-server.pem"
+        self.key_file = self.directory / f"{server}-server.key"
+        if ca is None:
+            self._ca.cert_pem.write_to_path(str(self.ca_bundle))
+        _write_private(self.key_file, self._cert.private_key_pem.bytes())
         self.cert_file.write_bytes(b"".join(blob.bytes() for blob in self._cert.cert_chain_pems))
+
+    @classmethod
+    def shared(cls, directory: Path, server: str) -> SandboxCA:
+        """The CA kept in ``directory``: made by the first sandbox that starts there, loaded
+        by the others (under a file lock: two sandboxes may start at the same moment), so
+        that one bundle (``sandbox-ca.pem``) verifies every sandbox of that directory."""
+        directory = Path(directory).resolve()  # the env files name it from anywhere
+        directory.mkdir(parents=True, exist_ok=True)
+        bundle, key = directory / "sandbox-ca.pem", directory / "sandbox-ca.key"
+        with (directory / ".ca.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if bundle.is_file() and key.is_file():
+                    ca = trustme.CA.from_pem(bundle.read_bytes(), key.read_bytes())
+                else:
+                    ca = trustme.CA(organization_name=CA_ORGANIZATION)
+                    _write_private(key, ca.private_key_pem.bytes())
+                    _replace(bundle, ca.cert_pem.bytes())
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return cls(directory, ca=ca, server=server)
+
+
+def _replace(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` whole or not at all (a reader never sees half a file)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.chmod(mode)
+    partial.replace(path)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _replace(path, data, 0o600)
 
 
 class Clock:

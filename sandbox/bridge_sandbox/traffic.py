@@ -372,9 +372,11 @@ def _opened(cc: ContactCentre, conv: Conversation) -> dict[str, Any]:
 
 def _transfer_to_agent(cc: ContactCentre, conv: Conversation) -> None:
     current = _opened(cc, conv)
-    other = next(a.sf_user_id for a in seed.AGENTS if a.sf_user_id != current["UserId"])
-    cc.sf.control.transfer_to_agent(current["Id"], other)
+    other = next(a for a in seed.AGENTS if a.sf_user_id != current["UserId"])
+    cc.sf.control.transfer_to_agent(current["Id"], other.sf_user_id)
     conv.marks.setdefault("agent_work_seen", set())
+    # the new agent takes it in Salesforce; the bridge hands the AWA work item over then
+    conv.marks.setdefault("sn_agents", []).append(other.sn_user_sys_id)
 
 
 def _sn_transfer_to_other_agent(cc: ContactCentre, conv: Conversation) -> None:
@@ -493,11 +495,11 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("accepted", "accepted"),
             _WIP,
         ),
-        5,  # + transfer in AWA, AgentWork for the new agent
+        6,  # + AWA queue transfer, offer on the target queue, AgentWork for the new agent
     ),
     _sf(
         "transfer_to_agent",
-        (*_LIFECYCLE, SF_TRANSFER_TO_AGENT, SN_ACCEPT, SF_ACCEPT, ACTIVE),
+        (*_LIFECYCLE, SF_TRANSFER_TO_AGENT, SF_ACCEPT, ACTIVE),
         _observed(
             "active",
             ("transferred", "accepted"),

@@ -524,3 +524,102 @@ def test_time_settings_are_ignored_without_a_timeout(
     item = offered(sn_sandbox, sn_client, assignment(**options))
     sn_sandbox.clock.advance(3600)
     assert work_item(sn_sandbox, item)["state"] == "pending_accept"
+
+
+# -- transfers as the bridge makes them (issue 15) ------------------------------------------
+
+
+def _accepted_by(
+    sandbox: ServiceNowSandbox, client: pysnc.ServiceNowClient, agent: str
+) -> tuple[str, str]:
+    """An interaction whose work item ``agent`` holds (auto-assigned on Support)."""
+    interaction = new_interaction(sandbox)
+    answer = offer(client, interaction, assignment(agent, enable_auto_assign=True))
+    assert answer.status_code == 200, answer.text
+    return interaction, str(answer.json()["result"]["work_item"]["sys_id"])
+
+
+def test_a_queue_transfer_then_an_offer_lands_on_the_target_queue(
+    sn_sandbox: ServiceNowSandbox, sn_client: pysnc.ServiceNowClient
+) -> None:
+    """The external router's transfer to another queue: the work item moves there queued,
+    and the router's offer assigns that same work item on that queue."""
+    interaction, old = _accepted_by(sn_sandbox, sn_client, ALICE)
+    transfer = {
+        "source_queue_id": SUPPORT.sn_queue_sys_id,
+        "target_type": "queue",
+        "target_id": BILLING.sn_queue_sys_id,
+        "transfer_type": "blind",
+    }
+    moved = offer(
+        sn_client, interaction, {"external_segment_id": "segment-2", "transfer": transfer}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["result"]["work_item"]["queue"] == BILLING.sn_queue_sys_id
+    queued = work_item(sn_sandbox, moved.json()["result"]["work_item"]["sys_id"])
+    assert (queued["state"], queued["assigned_to"], queued["previous_work_item"]) == (
+        "queued",
+        "",
+        old,
+    )
+    body = {
+        "queue_id": BILLING.sn_external_id,
+        "external_segment_id": "segment-2",
+        "assignment": {"agent_sys_id": BOB, "timeout": 30},
+    }
+    answer = offer(sn_client, interaction, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["work_item"]["sys_id"] == queued["sys_id"]
+    item = work_item(sn_sandbox, queued["sys_id"])
+    assert (item["state"], item["assigned_to"], item["queue"]) == (
+        "pending_accept",
+        BOB,
+        BILLING.sn_queue_sys_id,
+    )
+    assert [(i["queue"], i["active"]) for i in sn_sandbox.awa.work_items(interaction)] == [
+        (SUPPORT.sn_queue_sys_id, "false"),
+        (BILLING.sn_queue_sys_id, "true"),
+    ]
+
+
+def test_a_transfer_to_an_agent_takes_the_assignment_settings(
+    sn_sandbox: ServiceNowSandbox, sn_client: pysnc.ServiceNowClient
+) -> None:
+    """``assignment`` beside ``transfer``: auto-assign hands the work item over accepted
+    (the interaction follows); a time-out makes a transfer nobody takes time out."""
+    interaction, _ = _accepted_by(sn_sandbox, sn_client, ALICE)
+    transfer = {
+        "source_queue_id": SUPPORT.sn_external_id,
+        "target_type": "agent",
+        "target_id": BOB,
+        "transfer_type": "blind",
+    }
+    body = {
+        "external_segment_id": "segment-2",
+        "transfer": transfer,
+        "assignment": {"agent_sys_id": BOB, "enable_auto_assign": True, "timeout": 30},
+    }
+    answer = offer(sn_client, interaction, body)
+    assert answer.status_code == 200, answer.text
+    handed = work_item(sn_sandbox, answer.json()["result"]["work_item"]["sys_id"])
+    assert (handed["state"], handed["assigned_to"], handed["queue"]) == (
+        "accepted",
+        BOB,
+        SUPPORT.sn_queue_sys_id,
+    )
+    record = sn_client.GlideRecord("interaction")
+    assert record.get(interaction)
+    assert (record.get_value("state"), record.get_value("assigned_to")) == ("work_in_progress", BOB)
+
+    again = {
+        "external_segment_id": "segment-3",
+        "transfer": {**transfer, "target_id": CAROL},
+        "assignment": {"agent_sys_id": CAROL, "timeout": 30},
+    }
+    answer = offer(sn_client, interaction, again)
+    assert answer.status_code == 200, answer.text
+    pending = answer.json()["result"]["work_item"]["sys_id"]
+    assert work_item(sn_sandbox, pending)["state"] == "pending_accept"
+    sn_sandbox.clock.advance(31)
+    row = work_item(sn_sandbox, pending)
+    assert (row["state"], row["timed_out"], row["assigned_to"]) == ("queued", "true", "")

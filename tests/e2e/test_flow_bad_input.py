@@ -84,7 +84,7 @@ CASES: list[tuple[str, str, str, Any, str, tuple[str, ...]]] = [
             "IsPushed": False,
             "IsTransfer": False,
         },
-        "skipped",
+        "error",
         (UNMAPPED_QUEUE, "not mapped"),
     ),
     (

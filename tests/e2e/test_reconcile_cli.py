@@ -120,6 +120,11 @@ def test_a_young_unseen_psr_is_left_to_intake(
     code, out, _ = cli(capsys, "--only", "unseen_psr")
     assert code == 0
     assert "0 finding(s), 0 unresolved" in out
+    # ... and says so: how many, and why
+    assert (
+        "skipped by unseen_psr: 1 PSR(s) no correlation knows younger than the 60s grace "
+        "not judged: intake may not have read them yet"
+    ) in out, out
 
 
 def test_an_unknown_reconciler_name_lists_the_known_ones(
@@ -145,3 +150,59 @@ def test_incomplete_settings_are_an_error(
     code, _, err = cli(capsys)
     assert code == 2
     assert "BRIDGE_SERVICENOW__INSTANCE_URL" in err
+
+
+def test_young_psrs_are_counted_and_grace_judges_them(
+    configured: Path, capsys: pytest.CaptureFixture[str], sf_sandbox: SalesforceSandbox
+) -> None:
+    """Three PSRs nobody has read yet: a dry run says three were skipped and why (not a
+    bare "0 findings"); ``--grace 0s`` judges them: three PSRs to adopt."""
+    psrs = [sf_sandbox.control.start_conversation("Support_External")["psr_id"] for _ in "abc"]
+    code, report = as_json(capsys, "--only", "unseen_psr", "--only", "drift")
+    assert code == 0, report
+    notes = {f["reconciler"]: f for f in report["findings"] if f["kind"] == "within_grace"}
+    assert set(notes) == {"unseen_psr", "drift"}, report
+    assert all(n["status"] == "skipped" for n in notes.values())
+    assert notes["unseen_psr"]["reason"].startswith("3 PSR(s) no correlation knows younger")
+    assert "3 PSR(s)" in notes["drift"]["reason"]
+    assert report["unresolved"] == 0
+
+    code, report = as_json(capsys, "--only", "unseen_psr", "--grace", "0s")
+    assert code == 1  # a plan to carry out
+    planned = [f for f in report["findings"] if f["kind"] == "unseen_psr"]
+    assert sorted(f["subject"] for f in planned) == sorted(psrs)
+    assert {f["status"] for f in planned} == {"planned"}
+    assert not [f for f in report["findings"] if f["kind"] == "within_grace"]
+
+
+def test_apply_exit_code_is_what_the_repairs_left(
+    configured: Path,
+    capsys: pytest.CaptureFixture[str],
+    sf_sandbox: SalesforceSandbox,
+    sn_sandbox: ServiceNowSandbox,
+) -> None:
+    """A PSR the bridge never read, adopted by --apply: the drift summary is taken after
+    the repair is carried out, so a run that repaired everything exits 0."""
+    started = sf_sandbox.control.start_conversation("Support_External")
+    only = ("--only", "unseen_psr", "--only", "drift")
+    code, out, _ = cli(capsys, *only, "--apply", "--grace", "0s")
+    assert code == 0, out
+    assert "1 finding(s), 0 unresolved" in out, out
+    assert "skipped by" not in out, out
+    # both systems: AWA holds the offer of the adopted PSR's conversation, the ledger knows it
+    offers = sn_sandbox.control.pending_offers()
+    assert len(offers) == 1, offers
+    ledger = SqlLedger(f"sqlite:///{configured / 'data' / 'ledger.db'}")
+    try:
+        with ledger.reading() as tx:
+            corr = tx.correlations.find_row(started["work_item_id"])
+        assert corr is not None
+        assert corr.state == "offered", corr
+        assert corr.sf_psr_id == started["psr_id"]
+        assert offers[0]["document_id"] == corr.sn_document_sys_id
+    finally:
+        ledger.close()
+
+    code, report = as_json(capsys, "--only", "unseen_psr", "--only", "drift", "--grace", "0s")
+    assert code == 0, report
+    assert report["findings"] == []

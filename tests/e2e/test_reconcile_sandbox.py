@@ -183,7 +183,11 @@ def test_an_unseen_psr_already_pushed_is_reported_not_adopted(
 def test_a_young_psr_is_left_to_intake(runtime: Runtime, sf_sandbox: SalesforceSandbox) -> None:
     sf_sandbox.control.start_conversation("Support_External")
     ctx = context_for(runtime, options=Options(unseen_grace=timedelta(minutes=5)))
-    assert run(ctx, ["unseen_psr"], apply=False).findings == []
+    report = run(ctx, ["unseen_psr"], apply=False)
+    # left to intake, and said so: a skipped note, nothing to repair (issue 15)
+    assert [(f["kind"], f["status"]) for f in report.findings] == [("within_grace", "skipped")]
+    assert report.findings[0]["reason"].startswith("1 PSR(s) no correlation knows younger than")
+    assert report.unresolved == 0
 
 
 # --- pending_awa -------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def test_unknown_id_is_not_found_exit_1(
 
 
 def test_export_jsonl_and_csv(ids: dict[str, str], isolated: Path) -> None:
-    jsonl = runner.invoke(app, ["ledger", "export", "--format", "jsonl", "--state", "accepted"])
+    jsonl = runner.invoke(app, ["ledger", "export", "--format", "jsonl", "--state", "active"])
     assert jsonl.exit_code == 0
     lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert [r["id"] for r in lines] == [ids["correlation"]]

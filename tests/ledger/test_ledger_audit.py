@@ -20,14 +20,14 @@ def seeded(ledger: SqlLedger) -> tuple[SqlLedger, dict[str, str]]:
     ("filters", "expected"),
     [
         ({}, ["other", "correlation"]),
-        ({"state": "accepted"}, ["correlation"]),
+        ({"state": "active"}, ["correlation"]),
         ({"direction": "sn_to_sf"}, ["other"]),
         ({"since": T0 + timedelta(minutes=30)}, ["other"]),
         ({"until": T0 + timedelta(minutes=30)}, ["correlation"]),
         ({"queue": "00G000000000001AAA"}, ["correlation"]),
         ({"agent": "c" * 32}, ["correlation"]),
         ({"agent": "nobody"}, []),
-        ({"state": "accepted", "direction": "sn_to_sf"}, []),
+        ({"state": "active", "direction": "sn_to_sf"}, []),
     ],
 )
 def test_list_filters(
@@ -82,7 +82,8 @@ def test_timeline_is_in_time_order(seeded: tuple[SqlLedger, dict[str, str]]) -> 
     assert [e.at for e in entries] == sorted(e.at for e in entries)
     assert [e.what for e in entries[:3]] == ["correlation", "event", "segment"]
     assert {e.what for e in entries} == {"correlation", "event", "segment", "command", "finding"}
-    assert any(e.summary == "#1 accepted" for e in entries)
+    # in the systems' words (issue 14): which leg, to whom, what became of it
+    assert any(e.summary == f"offer #1 to {ids['sn_agent']} accepted" for e in entries)
 
 
 def test_stats(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
@@ -92,7 +93,7 @@ def test_stats(seeded: tuple[SqlLedger, dict[str, str]]) -> None:
     assert data["correlations"] == {
         "total": 2,
         "open": 2,
-        "by_state": {"accepted": 1, "routing": 1},
+        "by_state": {"active": 1, "routing": 1},
         "by_direction": {"sf_to_sn": 1, "sn_to_sf": 1},
     }
     assert data["inbox"] == {"by_status": {"processed": 2}}

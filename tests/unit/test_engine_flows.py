@@ -294,9 +294,17 @@ def test_foreign_agent_work_is_a_transfer_not_an_echo(tables: Tables) -> None:
         agent_work("Assigned", aw_id=AW_BOB, user=BOB.sf_user_id), sf2sn(S.ACTIVE), tables
     )
     assert decision.outcome is EventOutcome.PROCESSED
-    (transfer,) = ops(decision)
-    assert transfer[1]["target_id"] == BOB.sn_user_sys_id
+    assert decision.correlation is not None
+    assert decision.correlation.state is S.TRANSFERRING
+    assert [s.seq for s in decision.segments_added] == [2]
+    # AWA follows when Bob accepts: the work item goes to him then, accepted
+    accepted = translate(
+        agent_work("Opened", aw_id=AW_BOB, user=BOB.sf_user_id), decision.correlation, tables
+    )
+    (transfer,) = ops(accepted)
+    assert transfer[1]["candidates"] == [BOB.sn_user_sys_id]
     assert transfer[1]["target_type"] == "agent"
+    assert transfer[1]["enable_auto_assign"] is True
     assert transfer[1]["external_segment_id"] == SEG_2
 
 
@@ -349,9 +357,16 @@ def test_transfer_to_external_queue_moves_the_correlation(tables: Tables) -> Non
     corr = decision.correlation
     assert corr is not None
     assert (corr.sf_psr_id, corr.sf_queue_id) == (PSR_TRANSFER, BILLING.sf_queue_id)
-    (transfer,) = ops(decision)
+    assert corr.sn_queue_sys_id == BILLING.sn_queue_sys_id
+    (transfer, offer) = ops(decision)
     assert transfer[1]["source_queue_id"] == SUPPORT.sn_queue_sys_id
-    assert sorted(transfer[1]["candidates"]) == sorted(ALL_SN)
+    assert (transfer[1]["target_type"], transfer[1]["target_id"]) == (
+        "queue",
+        BILLING.sn_queue_sys_id,
+    )
+    # offered on Billing to anyone but Alice, who transferred it away
+    assert offer[1]["queue_id"] == BILLING.sn_queue_sys_id
+    assert sorted(offer[1]["candidates"]) == sorted(ALL_SN[1:])
     assert decision.segments_updated[0].outcome is SegmentOutcome.TRANSFERRED
 
 
@@ -424,14 +439,14 @@ def test_abandon_deletes_the_orphaned_psr_by_policy(tables: Tables) -> None:
             "unmapped queue",
             None,
             psr(queue=make_id("00G", 77)),
-            "skipped",
+            "error",
             f"Salesforce queue {make_id('00G', 77)} is not mapped",
         ),
         (
             "unmapped AWA queue",
             None,
             awa("queued", queue="f" * 32),
-            "skipped",
+            "error",
             f"AWA queue {'f' * 32} is not mapped",
         ),
         (
@@ -443,8 +458,8 @@ def test_abandon_deletes_the_orphaned_psr_by_policy(tables: Tables) -> None:
         ),
         (
             "unmapped agent",
-            sf2sn(S.ACTIVE),
-            agent_work("Assigned", aw_id=AW_BOB, user=make_id("005", 50)),
+            sf2sn(S.TRANSFERRING),
+            agent_work("Opened", aw_id=AW_BOB, user=make_id("005", 50)),
             "error",
             f"Salesforce user {make_id('005', 50)} is not mapped",
         ),
@@ -504,7 +519,7 @@ def test_no_rule_is_an_error(tables: Tables) -> None:
     [
         (None, psr()),
         (sf2sn(S.OFFERED), awa("queued", rejected=True)),
-        (sf2sn(S.ACTIVE), agent_work("Assigned", aw_id=AW_BOB, user=BOB.sf_user_id)),
+        (sf2sn(S.TRANSFERRING), agent_work("Opened", aw_id=AW_BOB, user=BOB.sf_user_id)),
         (sn2sf(S.ACTIVE), interaction("closed_complete", DOC)),
     ],
 )

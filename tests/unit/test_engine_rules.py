@@ -18,9 +18,12 @@ from engine_builders import (
     PSR_SN,
     PSR_TRANSFER,
     SEG_2,
+    SUPPORT,
+    WI,
     WI_SN,
     agent_work,
     awa,
+    event,
     interaction,
     psr,
     psr_deleted,
@@ -28,13 +31,17 @@ from engine_builders import (
     sf2sn,
     sf_work_item,
     sn2sf,
+    with_data,
 )
 
-from bridge.domain import Correlation, CorrelationState, Event
+from bridge.domain import Correlation, CorrelationState, Event, EventKind
 from bridge.domain.mapping import Tables, load_tables
 from bridge.engine import translate
+from bridge_sandbox.salesforce.ids import make_id
 
 S = CorrelationState
+# a second AgentWork of the ServiceNow-started conversation (another assignment)
+AW_SN_2 = make_id("0Bz", 4)
 # the work item AWA made when the agent transferred inside AWA
 AWI_2 = "2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e"
 
@@ -70,6 +77,11 @@ def at(factory: Callable[[CorrelationState], Correlation], state: S) -> Callable
     return lambda: factory(state)
 
 
+def owned_ended(owner: str, work_item: str = WI) -> Event:
+    """An ended Salesforce work item and its owner (the accepting agent, else the queue)."""
+    return event(EventKind.WORK_ITEM, {"Id": work_item, "Status": "Ended", "OwnerId": owner})
+
+
 def bob_aw(status: str) -> Event:
     return agent_work(status, aw_id=AW_BOB, user=BOB.sf_user_id)
 
@@ -85,7 +97,7 @@ CASES = [
         "sf2sn.psr-transfer-to-queue",
         at(sf2sn, S.ACTIVE),
         billing_transfer,
-        ["transfer"],
+        ["transfer", "offer"],  # AWA queue transfer to Billing, then the offer there
         "offered",
     ),
     Case("sf2sn.psr-transfer-ignored", at(sf2sn, S.OFFERED), billing_transfer, [], "offered"),
@@ -117,14 +129,20 @@ CASES = [
         "sf2sn.agent-work-assigned-transfer",
         at(sf2sn, S.ACTIVE),
         bob_aw("Assigned"),
-        ["transfer"],
+        [],  # AWA follows when Bob accepts
         "transferring",
     ),
     Case(
         "sf2sn.agent-work-assigned-ignored", at(sf2sn, S.OFFERED), bob_aw("Assigned"), [], "offered"
     ),
     Case("sf2sn.agent-work-opened", at(sf2sn, S.ASSIGNING), agent_work("Opened"), [], "active"),
-    Case("sf2sn.agent-work-opened", at(sf2sn, S.TRANSFERRING), bob_aw("Opened"), [], "active"),
+    Case(
+        "sf2sn.agent-work-opened-transfer",
+        at(sf2sn, S.TRANSFERRING),
+        bob_aw("Opened"),
+        ["transfer"],
+        "active",
+    ),
     Case("sf2sn.agent-work-opened-again", at(sf2sn, S.ACTIVE), agent_work("Opened"), [], "active"),
     Case(
         "sf2sn.agent-work-declined",
@@ -195,6 +213,28 @@ CASES = [
         "closed",
     ),
     Case("sf2sn.work-item-other", at(sf2sn, S.CLOSED), sf_work_item("Ended"), [], "closed"),
+    Case(
+        "sf2sn.work-item-ended-accepted",
+        at(sf2sn, S.ASSIGNING),
+        owned_ended(ALICE.sf_user_id),
+        ["close_interaction"],
+        "closed",
+    ),
+    Case(
+        "sf2sn.customer-abandoned",
+        at(sf2sn, S.ASSIGNING),
+        owned_ended(SUPPORT.sf_queue_id),
+        ["close_interaction", "delete_psr"],
+        "abandoned",
+    ),
+    # the agent the bridge assigned accepted and transferred before the Opened was read
+    Case(
+        "sf2sn.psr-transfer-to-queue",
+        at(sf2sn, S.ASSIGNING),
+        billing_transfer,
+        ["transfer", "offer"],  # AWA queue transfer to Billing, then the offer there
+        "offered",
+    ),
     Case("sf2sn.work-item-open", at(sf2sn, S.OFFERED), sf_work_item("Waiting"), [], "offered"),
     Case("sf2sn.awa-not-ours", None, awa("queued"), [], None, "skipped"),
     Case("sf2sn.awa-quiet", at(sf2sn, S.OFFERED), awa("queued"), [], "offered"),
@@ -325,9 +365,17 @@ CASES = [
     Case("sn2sf.psr-own", None, sn_psr(), [], None, "skipped"),
     Case("sn2sf.psr-quiet", at(sn2sf, S.ROUTING), sn_psr(), [], "routing"),
     Case("sn2sf.agent-work-assigned", at(sn2sf, S.ROUTING), sn_aw("Assigned"), [], "assigned"),
-    Case("sn2sf.agent-work-assigned-ignored", at(sn2sf, S.ACTIVE), sn_aw("Assigned"), [], "active"),
+    Case(
+        "sn2sf.agent-work-assigned-ignored",
+        at(sn2sf, S.ACTIVE),
+        agent_work("Assigned", aw_id=AW_SN_2, user=BOB.sf_user_id, work_item=WI_SN, psr_id=PSR_SN),
+        [],
+        "active",
+    ),
     Case("sn2sf.agent-work-opened", at(sn2sf, S.ASSIGNED), sn_aw("Opened"), ["offer"], "active"),
-    Case("sn2sf.agent-work-opened-ignored", at(sn2sf, S.ROUTING), sn_aw("Opened"), [], "routing"),
+    Case("sn2sf.agent-work-opened-ignored", at(sn2sf, S.ACTIVE), sn_aw("Opened"), [], "active"),
+    # first read Opened: Assigned, then Opened (Omni-Channel auto-accept, a fast agent)
+    Case("sn2sf.agent-work-opened", at(sn2sf, S.ROUTING), sn_aw("Opened"), ["offer"], "active"),
     Case("sn2sf.agent-work-declined", at(sn2sf, S.ASSIGNED), sn_aw("Declined"), [], "routing"),
     Case(
         "sn2sf.agent-work-push-timeout",
@@ -339,10 +387,17 @@ CASES = [
     Case("sn2sf.agent-work-other", at(sn2sf, S.ACTIVE), sn_aw("Transferred"), [], "active"),
     Case(
         "sn2sf.agent-work-transferred-assigned",
-        at(sn2sf, S.ASSIGNED),
+        lambda: with_data(
+            sn2sf(S.ASSIGNED),
+            agent_work={AW_SN: {"user": ALICE.sf_user_id, "status": "Transferred"}},
+        ),
         sn_aw("Transferred"),
         [],
         "assigned",
+    ),
+    # first read Transferred: it was Opened (accepted) first
+    Case(
+        "sn2sf.agent-work-other", at(sn2sf, S.ASSIGNED), sn_aw("Transferred"), ["offer"], "active"
     ),
     Case(
         "sn2sf.agent-work-closed",
@@ -351,7 +406,15 @@ CASES = [
         ["close_interaction"],
         "closed",
     ),
-    Case("sn2sf.agent-work-closed-ignored", at(sn2sf, S.ROUTING), sn_aw("Closed"), [], "routing"),
+    Case("sn2sf.agent-work-closed-ignored", at(sn2sf, S.CLOSED), sn_aw("Closed"), [], "closed"),
+    # first read Closed: Assigned, Opened, then Closed
+    Case(
+        "sn2sf.agent-work-closed",
+        at(sn2sf, S.ROUTING),
+        sn_aw("Closed"),
+        ["offer", "close_interaction"],
+        "closed",
+    ),
     Case(
         "sn2sf.sf-work-item-ended",
         at(sn2sf, S.ROUTING),
@@ -363,6 +426,13 @@ CASES = [
         "sn2sf.sf-work-item-ended-active",
         at(sn2sf, S.ACTIVE),
         sf_work_item("Ended", WI_SN),
+        ["close_interaction"],
+        "closed",
+    ),
+    Case(
+        "sn2sf.sf-work-item-ended-accepted",
+        at(sn2sf, S.ASSIGNED),
+        owned_ended(ALICE.sf_user_id, WI_SN),
         ["close_interaction"],
         "closed",
     ),

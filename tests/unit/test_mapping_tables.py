@@ -38,6 +38,15 @@ def line_of(path: Path, needle: str) -> int:
     raise AssertionError(f"{needle!r} not in {path}")
 
 
+def rule_key(rule_id: str) -> str:
+    """The key of a rule of the default rules.yaml (its place in the list), by its id."""
+    text = (default_directory() / "rules.yaml").read_text()
+    ids = [
+        line.split("id:", 1)[1].strip() for line in text.splitlines() if line.startswith("  - id: ")
+    ]
+    return f"rules.{ids.index(rule_id)}"
+
+
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -110,7 +119,7 @@ BROKEN = [
         "rules.yaml",
         "- op: route",
         "- op: reroute",
-        "rules.40.actions.0.op",
+        f"{rule_key('sn2sf.work-item-queued')}.actions.0.op",
         "Input should be",
     ),
     Broken(
@@ -118,7 +127,7 @@ BROKEN = [
         "rules.yaml",
         "triggers: [work_item.queued]",
         "triggers: [work_item.parked]",
-        "rules.40.triggers.0",
+        f"{rule_key('sn2sf.work-item-queued')}.triggers.0",
         "Input should be",
     ),
     Broken(
@@ -126,7 +135,7 @@ BROKEN = [
         "rules.yaml",
         "states: [routing]\n    open_segment: route",
         "states: [waiting]\n    open_segment: route",
-        "rules.47.states",
+        f"{rule_key('sn2sf.agent-work-assigned')}.states",
         "unknown state(s) ['waiting']",
         "states: [waiting]",
     ),
@@ -135,7 +144,7 @@ BROKEN = [
         "rules.yaml",
         "states: [routing]\n    open_segment: route",
         "states: [routing, offered]\n    open_segment: route",
-        "rules.47.states",
+        f"{rule_key('sn2sf.agent-work-assigned')}.states",
         "sn_to_sf never is 'offered'",
         "states: [routing, offered]",
     ),
@@ -159,17 +168,17 @@ BROKEN = [
     Broken(
         "unknown parameter",
         "rules.yaml",
-        "with: {target: event_agent}",
-        "with: {agent: event_agent}",
-        "rules.9.actions.0.with.agent",
-        "transfer takes no parameter 'agent' (takes: target)",
+        "with: {enable_auto_assign: true, target: event_agent}",
+        "with: {enable_auto_assign: true, agent: event_agent}",
+        f"{rule_key('sf2sn.agent-work-opened-transfer')}.actions.0.with.agent",
+        "transfer takes no parameter 'agent' (takes: target, enable_auto_assign)",
     ),
     Broken(
         "bad parameter value",
         "rules.yaml",
-        "with: {target: event_agent}",
-        "with: {target: everyone}",
-        "rules.9.actions.0.with.target",
+        "with: {enable_auto_assign: true, target: event_agent}",
+        "with: {enable_auto_assign: true, target: everyone}",
+        f"{rule_key('sf2sn.agent-work-opened-transfer')}.actions.0.with.target",
         "'everyone' is not one of queue_agents, event_agent",
     ),
     Broken(
@@ -177,7 +186,7 @@ BROKEN = [
         "rules.yaml",
         "triggers: [agent_work.opened]\n    states: [assigned]",
         "triggers: [agent_work.opened, interaction.new]\n    states: [assigned]",
-        "rules.49.actions.0.with.target",
+        f"{rule_key('sn2sf.agent-work-opened')}.actions.0.with.target",
         "event_agent needs agent_work triggers",
         "with: {target: event_agent, enable_auto_assign: true}",
     ),

@@ -2,8 +2,12 @@
 
 Changes are read by ``SystemModstamp`` (keyset ``SystemModstamp, Id``, pages through
 ``nextRecordsUrl``) with an overlap window; PSR deletions come from ``sobjects/X/deleted``.
-Only PSRs of mapped queues are read; AgentWork of every queue is read because transfers
-and Omni-Channel routing create AgentWork whose queue is not the mapped one.
+PSRs of mapped queues are read, and those of every external-routing queue (``RoutingModel =
+'ExternalRouting'``): work waiting for an external router on a queue the crosswalk does not
+map is refused in the open, not left unseen. Such a PSR is recorded once (its event id
+names the PSR, not its change), so that it is one refusal however often it changes.
+AgentWork of every queue is read because transfers and Omni-Channel routing create
+AgentWork whose queue is not the mapped one.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ AGENT_WORK_FIELDS = (
     "CloseDateTime",
 )
 OPEN_AGENT_WORK = ("Assigned", "Opened")
+# PSRs of this routing model wait for an external router (the guide's PushTopic filter).
+EXTERNAL_ROUTING = "ExternalRouting"
+# The last part of the event id of a PSR on a queue the crosswalk does not map.
+UNMAPPED = "unmapped"
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +94,8 @@ class SalesforceIntake:
         self._api = api
         self._recorder = StreamRecorder(ledger)
         self._queue_ids = list(dict.fromkeys(queue_ids))
+        # 15-character keys: the crosswalk may name a queue in either form
+        self._mapped = {q[:15] for q in self._queue_ids}
         self._work_item_types = [
             t for t in dict.fromkeys(work_item_types) if t in ENDED_WORK_ITEM_STATUSES
         ]
@@ -110,9 +120,18 @@ class SalesforceIntake:
         ]
         return [read().pass_on(on_recorded) for read in reads]
 
-    def _since(self, stream: str) -> datetime | None:
+    def _window(self, stream: str) -> tuple[Watermark | None, str | None]:
+        """The stream's watermark and the SOQL condition on ``SystemModstamp`` of what to
+        read (None, None: first start): the overlap window before the watermark until it
+        is settled, then strictly after it (SOQL compares whole seconds; a change made
+        after the settling carries a later second)."""
         mark = self._recorder.watermark(stream)
-        return None if mark is None else mark.at - self._overlap
+        if mark is None:
+            return None, None
+        if mark.settled:
+            after = mark.at.replace(microsecond=0) + timedelta(seconds=1)
+            return mark, f"SystemModstamp >= {soql_datetime(after)}"
+        return mark, f"SystemModstamp >= {soql_datetime(mark.at - self._overlap)}"
 
     def _record(
         self,
@@ -122,31 +141,40 @@ class SalesforceIntake:
         now: datetime,
         key: str,
         *,
+        mark: Watermark | None,
         first_start: bool = False,
+        once: Callable[[dict[str, Any]], bool] | None = None,
     ) -> PollResult:
         """Record rows as events, cursor = newest SystemModstamp seen (in one transaction).
 
+        ``mark``: the watermark the read started from; nothing newer read, it may settle.
         ``first_start``: the stream has no cursor yet; one is set even when nothing was
         read (``now``), so that a change made before the next poll is read by time and not
-        lost to the first start's narrower query."""
+        lost to the first start's narrower query. ``once``: the rows recorded once per
+        record, whatever changes (the event id ends in ``unmapped``, not in ``key``)."""
         events: list[NewEvent] = []
         newest: datetime | None = None
         for row in rows:
             record = _plain(row)
             stamp = parse_sf_datetime(record["SystemModstamp"])
             newest = stamp if newest is None or stamp > newest else newest
+            version = UNMAPPED if once is not None and once(record) else record[key]
             events.append(
                 NewEvent(
                     source=SOURCE,
-                    source_event_id=f"{kind}:{record['Id']}:{record[key]}",
+                    source_event_id=f"{kind}:{record['Id']}:{version}",
                     kind=kind,
                     occurred_at=stamp,
                     payload=record,
                 )
             )
-        reached = Watermark(newest) if newest is not None else None
-        if reached is None and first_start:
-            reached = Watermark(now)
+        reached: Watermark | None = None
+        if newest is not None and (mark is None or newest > mark.at):
+            reached = Watermark(newest, reached=now)
+        elif mark is not None:
+            reached = mark.after_window(now, self._overlap)
+        elif first_start:
+            reached = Watermark(now, reached=now)
         result = self._recorder.record(stream, events, reached)
         lag = (now - newest).total_seconds() if newest is not None else None
         poll = PollResult(stream, len(result.inserted), len(result.duplicates), lag)
@@ -155,50 +183,64 @@ class SalesforceIntake:
 
     def _poll_psr(self, now: datetime) -> PollResult:
         stream = PSR_STREAM
-        if not self._queue_ids:
-            return PollResult(stream, 0, 0, None)
-        since = self._since(stream)
-        queues = ", ".join(soql_string(q) for q in self._queue_ids)
-        where = f"QueueId IN ({queues})"
-        if since is not None:
-            where += f" AND SystemModstamp >= {soql_datetime(since)}"
+        mark, changed = self._window(stream)
+        # one query as before: the mapped queues (an Omni-routed queue of SN -> SF work
+        # too) or any external-routing queue
+        external = f"RoutingModel = {soql_string(EXTERNAL_ROUTING)}"
+        if self._queue_ids:
+            queues = ", ".join(soql_string(q) for q in self._queue_ids)
+            where = f"(QueueId IN ({queues}) OR {external})"
+        else:
+            where = external
+        if changed is not None:
+            where += f" AND {changed}"
         columns = ", ".join(["Id", "SystemModstamp", *PSR_FIELDS])
         soql = (
             f"SELECT {columns} FROM PendingServiceRouting WHERE {where} "
             "ORDER BY SystemModstamp ASC, Id ASC"
         )
-        return self._record(stream, "psr", self._api.query(soql), now, "SystemModstamp")
+        rows = self._api.query(soql)
+        return self._record(
+            stream, "psr", rows, now, "SystemModstamp", mark=mark, once=self._unmapped
+        )
+
+    def _unmapped(self, psr: dict[str, Any]) -> bool:
+        queue = psr.get("QueueId")
+        return not isinstance(queue, str) or queue[:15] not in self._mapped
 
     def _poll_agent_work(self, now: datetime) -> PollResult:
         stream = AGENT_WORK_STREAM
-        since = self._since(stream)
+        mark, changed = self._window(stream)
         columns = ", ".join(["Id", "SystemModstamp", *AGENT_WORK_FIELDS])
-        if since is None:
+        if changed is None:
             # First start: only live work matters; closed history would flood the inbox.
             statuses = ", ".join(soql_string(s) for s in OPEN_AGENT_WORK)
             where = f"Status IN ({statuses})"
         else:
-            where = f"SystemModstamp >= {soql_datetime(since)}"
+            where = changed
         soql = f"SELECT {columns} FROM AgentWork WHERE {where} ORDER BY SystemModstamp ASC, Id ASC"
         # One event per (AgentWork, Status): a status change is what the engine acts on.
         rows = self._api.query(soql)
-        return self._record(stream, "agent_work", rows, now, "Status", first_start=since is None)
+        return self._record(
+            stream, "agent_work", rows, now, "Status", mark=mark, first_start=mark is None
+        )
 
     def _poll_work_items(self, sobject: str, now: datetime) -> PollResult:
         """Work items that ended since the cursor (first start: from now on)."""
         stream = WORK_ITEM_STREAM.format(sobject=sobject)
-        since = self._since(stream)
-        first_start = since is None
-        if since is None:
-            since = now - self._overlap
+        mark, changed = self._window(stream)
+        if changed is None:
+            changed = f"SystemModstamp >= {soql_datetime(now - self._overlap)}"
         statuses = ", ".join(soql_string(s) for s in ENDED_WORK_ITEM_STATUSES[sobject])
         soql = (
             f"SELECT Id, SystemModstamp, Status, OwnerId FROM {sobject} "
-            f"WHERE Status IN ({statuses}) AND SystemModstamp >= {soql_datetime(since)} "
+            f"WHERE Status IN ({statuses}) AND {changed} "
             "ORDER BY SystemModstamp ASC, Id ASC"
         )
         rows = self._api.query(soql)
-        return self._record(stream, "work_item", rows, now, "Status", first_start=first_start)
+        return self._record(
+            stream, "work_item", rows, now, "Status", mark=mark, first_start=mark is None
+        )
 
     def _poll_deleted_psr(self, now: datetime) -> PollResult:
         stream = PSR_DELETED_STREAM

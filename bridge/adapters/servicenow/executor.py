@@ -62,9 +62,12 @@ class ServiceNowExecutor:
         return self._api.insert(table, record)
 
     def _find_offer(self, params: Mapping[str, Any]) -> dict[str, str] | None:
+        """The work item an earlier attempt of this offer or transfer made, in whatever
+        state it is now (accepted, rejected, closed, transferred on: not only while it is
+        active). The segment's ``external_segment_id`` is this leg's alone."""
         query = (
             f"document_id={params['document_id']}"
-            f"^external_segment_id={params['external_segment_id']}^active=true"
+            f"^external_segment_id={params['external_segment_id']}"
         )
         found = self._api.query("awa_work_item", query, ("assigned_to", "state", "queue"), 1)
         return found[0] if found else None
@@ -98,10 +101,10 @@ class ServiceNowExecutor:
     ) -> dict[str, Any]:
         """One Offer Work API call; the work item it made, with the agent it went to."""
         body: dict[str, Any] = {"external_segment_id": params["external_segment_id"]}
+        assignment = {
+            key: params[key] for key in _ASSIGNMENT_FIELDS if params.get(key) not in (None, "")
+        }
         if operation is Operation.OFFER:
-            assignment = {
-                key: params[key] for key in _ASSIGNMENT_FIELDS if params.get(key) not in (None, "")
-            }
             assignment["agent_sys_id"] = agent
             body |= {"queue_id": params["queue_id"], "assignment": assignment}
         else:
@@ -114,6 +117,9 @@ class ServiceNowExecutor:
             }
             if target_type != "agent":
                 agent = None
+            elif assignment:
+                # the transferred work item's offer settings (time-out, auto-assign)
+                body["assignment"] = {**assignment, "agent_sys_id": agent}
         answer = self._api.offer(str(params["document_table"]), str(params["document_id"]), body)
         item = dict(answer.get("work_item") or {})
         if agent:

@@ -6,9 +6,12 @@ starts an overlap window before the cursor and the inbox drops what it has seen
 (``sys_id:sys_mod_count`` is the event id). On first start (no cursor) only active records
 are read: the history of closed work would flood the inbox with nothing to do.
 
-Work items are read for the mapped AWA queues; interactions for those queues and every
-interaction the bridge made (``correlation_id`` set: the offer API does not set a queue on
-the document).
+Work items are read for the mapped AWA queues and for every External queue (routed by a
+CCaaS provider): work waiting for the bridge on a queue the crosswalk does not map is refused
+in the open, not left unseen. Such a work item is recorded once (its event id names the
+item, not its ``sys_mod_count``), so that it is one refusal however often it changes.
+Interactions are read for the mapped queues and every interaction the bridge made
+(``correlation_id`` set: the offer API does not set a queue on the document).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ SOURCE = "servicenow"
 SN_TIME = "%Y-%m-%d %H:%M:%S"
 
 WORK_ITEM_FIELDS = (
+    "number",  # AWI0001009: how people name a work item (the timeline and console show it)
     "state",
     "active",
     "document_table",
@@ -47,6 +51,13 @@ INTERACTION_FIELDS = (
     "correlation_id",
     "closed_at",
 )
+
+
+# Work items of AWA queues marked External (External Routing Support plugin) wait for an
+# external router; a dot-walk through the work item's queue, so still one query.
+EXTERNAL_QUEUE = "queue.external=true"
+# The last part of the event id of a work item on a queue the crosswalk does not map.
+UNMAPPED = "unmapped"
 
 
 def stream_of(table: str) -> str:
@@ -75,6 +86,7 @@ class ServiceNowIntake:
         self._api = api
         self._recorder = StreamRecorder(ledger)
         self._queues = list(dict.fromkeys(queue_sys_ids))
+        self._mapped = set(self._queues)
         self._overlap = timedelta(seconds=overlap_seconds)
         self._page = page
 
@@ -90,7 +102,9 @@ class ServiceNowIntake:
         if not self._queues:
             return []
         in_queues = f"queueIN{','.join(self._queues)}"
-        work_items = self._poll("awa_work_item", WORK_ITEM_FIELDS, in_queues, now)
+        work_items = self._poll(
+            "awa_work_item", WORK_ITEM_FIELDS, f"{in_queues}^OR{EXTERNAL_QUEUE}", now
+        )
         work_items.pass_on(on_recorded)
         interactions = self._poll(
             "interaction", INTERACTION_FIELDS, f"{in_queues}^ORcorrelation_idISNOTEMPTY", now
@@ -104,8 +118,13 @@ class ServiceNowIntake:
         after: tuple[str, str] | None = None
         if mark is None:
             condition = f"active=true^{condition}"
-        else:
+        elif not mark.settled:
             after = ((mark.at - self._overlap).strftime(SN_TIME), "")
+        elif mark.key:
+            # settled: strictly after the watermark (the keyset's tie-breaker)
+            after = (mark.at.strftime(SN_TIME), mark.key)
+        else:
+            after = ((mark.at + timedelta(seconds=1)).strftime(SN_TIME), "")
         recorded = duplicates = 0
         newest: datetime | None = None
         while True:
@@ -115,7 +134,7 @@ class ServiceNowIntake:
             events = [
                 NewEvent(
                     source=SOURCE,
-                    source_event_id=f"{kind}:{row['sys_id']}:{row.get('sys_mod_count', '')}",
+                    source_event_id=f"{kind}:{row['sys_id']}:{self._version(table, row)}",
                     kind=kind,
                     occurred_at=parse_sn_datetime(row["sys_updated_on"]),
                     payload=row,
@@ -124,8 +143,12 @@ class ServiceNowIntake:
             ]
             last = rows[-1]
             after = (last["sys_updated_on"], last["sys_id"])
-            newest = parse_sn_datetime(last["sys_updated_on"])
-            result = self._recorder.record(stream, events, Watermark(newest, last["sys_id"]))
+            at = parse_sn_datetime(last["sys_updated_on"])
+            moved = mark is None or (at, last["sys_id"]) > (mark.at, mark.key)
+            reached = Watermark(at, last["sys_id"], reached=now) if moved else None
+            if moved:
+                newest = at
+            result = self._recorder.record(stream, events, reached)
             recorded += len(result.inserted)
             duplicates += len(result.duplicates)
             if len(rows) < self._page:
@@ -133,8 +156,19 @@ class ServiceNowIntake:
         if mark is None and newest is None:
             # First start and nothing live: from now on, by time (a change made before the
             # next poll must not depend on the first start's active-only query).
-            self._recorder.record(stream, [], Watermark(now.replace(microsecond=0)))
+            start = now.replace(microsecond=0)
+            self._recorder.record(stream, [], Watermark(start, reached=now))
+        elif mark is not None and newest is None:
+            # nothing newer than the watermark: the overlap window read may settle it
+            self._recorder.record(stream, [], mark.after_window(now, self._overlap))
         lag = (now - newest).total_seconds() if newest is not None else None
         poll = PollResult(stream, recorded, duplicates, lag)
         poll.observe(SOURCE, kind)
         return poll
+
+    def _version(self, table: str, row: dict[str, str]) -> str:
+        """What tells one event of a record from the next: its ``sys_mod_count``, except
+        for a work item on a queue the crosswalk does not map (one refusal per item)."""
+        if table == "awa_work_item" and row.get("queue") not in self._mapped:
+            return UNMAPPED
+        return row.get("sys_mod_count", "")

@@ -182,6 +182,14 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_duration(text: str, option: str) -> timedelta:
+    """A length of time: ``0s``, ``90s``, ``15m``, ``1h``, ``2d``, ``1w``."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise ConfigError(f"{option}: {text!r} is not a duration (0s, 90s, 15m, 1h)")
+    return timedelta(**{_UNITS[match[2]]: float(match[1])})
+
+
 def parse_when(text: str, now: datetime, option: str = "--since") -> datetime:
     """A point in time: a duration back from ``now`` (``90s``, ``15m``, ``1h``, ``2d``,
     ``1w``) or an ISO 8601 timestamp (UTC when it has no offset)."""

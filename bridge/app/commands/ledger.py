@@ -14,6 +14,7 @@ import typer
 from bridge.app.commands.common import (
     Column,
     JsonFlag,
+    cell,
     columns,
     emit,
     open_ledger,
@@ -25,13 +26,38 @@ from bridge.app.commands.common import (
     write_csv,
     write_jsonl,
 )
+from bridge.app.settings import load_settings
+from bridge.domain import CorrelationState, EventKind
+from bridge.domain import Direction as ConversationDirection
 from bridge.ledger import Correlation, audit
-from bridge.ledger.rows import DIRECTIONS
+from bridge.ledger.words import Names, crosswalk_names
 
 app = typer.Typer(help="Audit queries: conversations, segments, commands.", no_args_is_help=True)
 
-State = Annotated[str | None, typer.Option(help="Only correlations in this state.")]
-Direction = Annotated[str | None, typer.Option(help=f"{' or '.join(DIRECTIONS)}.")]
+
+class EventStatus(StrEnum):
+    """What became of an inbox event (the ledger's ``EVENT_STATUSES``)."""
+
+    pending = "pending"
+    processed = "processed"
+    echo = "echo"
+    skipped = "skipped"
+    error = "error"
+
+
+class EventSource(StrEnum):
+    """Where an inbox event came from (the ledger's ``EVENT_SOURCES``)."""
+
+    salesforce = "salesforce"
+    servicenow = "servicenow"
+    reconciler = "reconciler"
+
+
+# Options with a fixed set of values are choices: a value outside it is exit 2, naming it.
+State = Annotated[CorrelationState | None, typer.Option(help="Only correlations in this state.")]
+Direction = Annotated[
+    ConversationDirection | None, typer.Option(help="Where the conversation started.")
+]
 Since = Annotated[
     str | None, typer.Option(help="Created at or after: a duration back (15m, 1h, 2d) or ISO time.")
 ]
@@ -62,7 +88,41 @@ COMMAND_COLUMNS = columns(
     "created_at", "system", "operation", "status", "attempts", "next_attempt_at", "error"
 )
 EVENT_COLUMNS = columns("id", "occurred_at", "source", "kind", "source_event_id", "status", "error")
-TIMELINE_COLUMNS = columns("at", "what", "summary", "ref")
+
+
+def _millis(value: Any) -> str:
+    """Timeline times to the millisecond: what happens within one second stays in order."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return cell(value)
+
+
+TIMELINE_COLUMNS = columns(
+    Column("at", fmt=_millis), Column("system"), "what", "summary", "ref"
+)  # fmt: skip
+# Id columns that get the crosswalk's name beside the id in tables (``--json`` keeps the
+# raw ids, with the names under ``names``).
+NAMED_COLUMNS = (
+    "sf_user_id", "sn_user_sys_id", "sf_queue_id", "sn_queue_sys_id", "sf_service_channel_id",
+)  # fmt: skip
+
+
+def _names() -> Names:
+    """The configured crosswalk's names (none when the tables do not load)."""
+    return crosswalk_names(load_settings().mappings_dir)
+
+
+def _named(row: dict[str, Any], names: Names) -> dict[str, Any]:
+    """The row with ``names``: the crosswalk's name of each id column it knows."""
+    return {**row, "names": names.of({k: row.get(k) for k in NAMED_COLUMNS})}
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """For a table: ``id (name)`` in the named columns."""
+    known = row.get("names") or {}
+    return {k: (f"{v} ({known[k]})" if k in known else v) for k, v in row.items() if k != "names"}
+
+
 RUN_COLUMNS = columns(
     "id", "started_at", "finished_at", "mode", "status", Column("reconcilers"), Column("findings")
 )
@@ -85,14 +145,10 @@ def _filter(
     queue: str | None,
     agent: str | None,
 ) -> audit.CorrelationFilter:
-    if direction is not None and direction not in DIRECTIONS:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(DIRECTIONS)}", param_hint="--direction"
-        )
     now = datetime.now(UTC)
     return audit.CorrelationFilter(
-        state=state,
-        direction=direction,
+        state=None if state is None else str(state),  # the plain value, not the enum
+        direction=None if direction is None else str(direction),
         since=None if since is None else parse_when(since, now, "--since"),
         until=None if until is None else parse_when(until, now, "--until"),
         queue=queue,
@@ -116,15 +172,17 @@ def list_(
     flt = _filter(
         state=state, direction=direction, since=since, until=until, queue=queue, agent=agent
     )
+    names = _names()
     with open_ledger().reading() as tx:
-        rows = [record(c) for c in tx.audit.list_correlations(flt, limit)]
-    emit(rows, LIST_COLUMNS, as_json=as_json, title="correlations")
+        rows = [_named(record(c), names) for c in tx.audit.list_correlations(flt, limit)]
+    emit(rows if as_json else [_shown(r) for r in rows], LIST_COLUMNS, as_json=as_json,
+         title="correlations")  # fmt: skip
 
 
-def _dump_detail(detail: audit.CorrelationDetail) -> dict[str, Any]:
+def _dump_detail(detail: audit.CorrelationDetail, names: Names) -> dict[str, Any]:
     return {
-        "correlation": record(detail.correlation),
-        "segments": [record(s) for s in detail.segments],
+        "correlation": _named(record(detail.correlation), names),
+        "segments": [_named(record(s), names) for s in detail.segments],
         "events": [record(e) for e in detail.events],
         "commands": [record(c) for c in detail.commands],
         "findings": [record(f) for f in detail.findings],
@@ -134,12 +192,14 @@ def _dump_detail(detail: audit.CorrelationDetail) -> dict[str, Any]:
 @app.command("show")
 def show(any_id: AnyId, as_json: JsonFlag = False) -> None:
     """One correlation with its segments, events and commands."""
+    names = _names()
     with open_ledger().reading() as tx:
-        data = _dump_detail(tx.audit.correlation_detail(any_id))
+        data = _dump_detail(tx.audit.correlation_detail(any_id), names)
     if as_json:
         print_json(data)
         return
-    print_fields(data["correlation"], title="correlation")
+    print_fields(_shown(data["correlation"]), title="correlation")
+    data["segments"] = [_shown(s) for s in data["segments"]]
     for key, cols in (
         ("segments", SEGMENT_COLUMNS),
         ("events", EVENT_COLUMNS),
@@ -152,9 +212,25 @@ def show(any_id: AnyId, as_json: JsonFlag = False) -> None:
 @app.command("timeline")
 def timeline(any_id: AnyId, as_json: JsonFlag = False) -> None:
     """Every event, segment change, command and finding of a correlation, in time order."""
+    names = _names()
     with open_ledger().reading() as tx:
-        entries = audit.timeline(tx.audit.correlation_detail(any_id))
-    emit([vars(e) for e in entries], TIMELINE_COLUMNS, as_json=as_json, title="timeline")
+        entries = audit.timeline(tx.audit.correlation_detail(any_id), names)
+    rows = [
+        {
+            "at": e.at,
+            "what": e.what,
+            "summary": e.summary,
+            "ref": e.ref,
+            "system": e.system,
+            # --json: the raw ids stay in ref and detail; who did it and marks beside them
+            "detail": {**e.detail, "system": e.system, "actor": e.actor, "marks": list(e.marks)},
+        }
+        for e in entries
+    ]
+    if as_json:
+        for row in rows:
+            del row["system"]
+    emit(rows, TIMELINE_COLUMNS, as_json=as_json, title="timeline")
 
 
 EXPORT_COLUMNS = columns(*Correlation.model_fields)
@@ -237,13 +313,10 @@ EVENT_COLUMNS = columns(
 def events(
     *,
     status: Annotated[
-        list[str] | None,
-        typer.Option(help="pending, processed, echo, skipped or error (repeatable)."),
+        list[EventStatus] | None, typer.Option(help="What became of it (repeatable).")
     ] = None,
-    source: Annotated[
-        str | None, typer.Option(help="salesforce, servicenow or reconciler.")
-    ] = None,
-    kind: Annotated[str | None, typer.Option(help="psr, agent_work, awa_work_item, ...")] = None,
+    source: Annotated[EventSource | None, typer.Option(help="Where it came from.")] = None,
+    kind: Annotated[EventKind | None, typer.Option(help="What it is about.")] = None,
     since: Since = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonFlag = False,
@@ -255,7 +328,11 @@ def events(
         rows = [
             record(e)
             for e in tx.audit.inbox_events(
-                statuses=status or (), source=source, kind=kind, since=when, limit=limit
+                statuses=[str(s) for s in status or ()],
+                source=None if source is None else str(source),
+                kind=None if kind is None else str(kind),
+                since=when,
+                limit=limit,
             )
         ]
     emit(rows, EVENT_COLUMNS, as_json=as_json, title="inbox events")

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bridge.app.commands.common import JsonFlag, console, print_json
+from bridge.app.commands.discover import discover
 from bridge.app.settings import load_settings
 from bridge.domain.mapping import LiveDirectory, Tables, check_live, check_tables
 
+if TYPE_CHECKING:
+    from bridge.adapters.salesforce.client import SalesforceApi
+    from bridge.adapters.servicenow.client import ServiceNowApi
+
 app = typer.Typer(help="Mapping tables: crosswalk, policies, rules.", no_args_is_help=True)
+app.command("discover")(discover)
+
+
+def live_adapters() -> tuple[SalesforceApi, ServiceNowApi]:
+    """Both systems' adapters from the settings (only --live and discover need them)."""
+    from bridge.adapters.salesforce.client import SalesforceAdapter  # noqa: PLC0415
+    from bridge.adapters.servicenow.client import ServiceNowAdapter  # noqa: PLC0415
+
+    settings = load_settings()
+    return SalesforceAdapter.from_settings(settings), ServiceNowAdapter.from_settings(settings)
 
 
 def live_directory() -> LiveDirectory:

@@ -20,6 +20,7 @@ from bridge.app.commands.common import (
     Column,
     JsonFlag,
     columns,
+    parse_duration,
     parse_when,
     print_json,
     print_table,
@@ -28,8 +29,9 @@ from bridge.app.runtime import Runtime
 from bridge.app.settings import load_settings
 from bridge.ledger import SqlLedger
 from bridge.ledger.rows import utcnow
+from bridge.reconcile import Options, RunReport, no_progress, run_with, select_reconcilers
 from bridge.reconcile import Progress as ProgressCallback
-from bridge.reconcile import RunReport, no_progress, run_with, select_reconcilers
+from bridge.reconcile.base import WITHIN_GRACE
 
 FINDING_COLUMNS = columns("reconciler", "kind", "subject", "action", "status", "reason")
 COUNT_COLUMNS = columns("reconciler", "kind", "status", Column("count", "findings"))
@@ -78,12 +80,23 @@ def reconcile(
     apply: Annotated[
         bool, typer.Option("--apply", help="Repair what is found (default: print the plan).")
     ] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="PSRs and interactions younger than this are not judged (intake may not "
+            "have read them yet); how many were left is reported. 0s judges everything.",
+        ),
+    ] = "60s",
     as_json: JsonFlag = False,
 ) -> None:
     """Compare both systems with the ledger and repair drift (dry run by default).
 
-    Exit 0 when nothing unresolved remains, 1 when findings remain, 2 on errors."""
+    Exit 0 when nothing unresolved remains (after --apply: once the repairs are carried
+    out), 1 when findings remain, 2 on errors."""
+    options = Options(unseen_grace=parse_duration(grace, "--grace"))
     settings = load_settings()
+    settings.require_ca_bundle()
     names = [r.name for r in select_reconcilers(only)]
     when = parse_when(since, utcnow()) if since else None
     ledger = SqlLedger.from_settings(settings)
@@ -91,7 +104,9 @@ def reconcile(
     runtime = Runtime.build(settings, ledger=ledger)
     try:
         with _progress_bars(not as_json) as progress:
-            report = run_with(runtime, names, apply=apply, since=when, progress=progress)
+            report = run_with(
+                runtime, names, apply=apply, since=when, options=options, progress=progress
+            )
     finally:
         runtime.close()
     if as_json:
@@ -103,11 +118,15 @@ def reconcile(
 
 def _print(report: RunReport) -> None:
     title = "repair plan (dry run: nothing changed)" if report.mode == "dry_run" else "repairs"
-    if report.findings:
-        print_table(report.findings, FINDING_COLUMNS, title)
-        print_table(report.counts(), COUNT_COLUMNS, "findings by kind")
+    # Notes of what was too young to judge are told apart from findings.
+    notes = [f for f in report.findings if f["kind"] == WITHIN_GRACE]
+    findings = [f for f in report.findings if f["kind"] != WITHIN_GRACE]
+    if findings:
+        print_table(findings, FINDING_COLUMNS, title)
+        counts = [c for c in report.counts() if c["kind"] != WITHIN_GRACE]
+        print_table(counts, COUNT_COLUMNS, "findings by kind")
     typer.echo(
-        f"run {report.run_id} ({report.mode}): {len(report.findings)} finding(s), "
+        f"run {report.run_id} ({report.mode}): {len(findings)} finding(s), "
         f"{report.unresolved} unresolved, {report.elapsed_seconds:.1f}s"
         + (
             f"; failed reconcilers: {', '.join(report.failed_reconcilers)}"
@@ -115,5 +134,7 @@ def _print(report: RunReport) -> None:
             else ""
         )
     )
+    for note in notes:
+        typer.echo(f"skipped by {note['reconciler']}: {note['reason']}")
     if report.mode == "dry_run" and report.unresolved:
         typer.echo("run again with --apply to repair what has an action")

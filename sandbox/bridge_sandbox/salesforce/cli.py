@@ -10,20 +10,25 @@ from typing import Annotated
 
 import typer
 
+from bridge_sandbox.connect import write_salesforce_env
 from bridge_sandbox.salesforce.app import SalesforceSandbox
-
-DEFAULT_STATE_DIR = Path(".sandbox")
+from bridge_sandbox.serving import DEFAULT_STATE_DIR, SandboxCA
 
 
 def salesforce(
     port: Annotated[int, typer.Option(help="REST instance port (0: any free port).")] = 0,
     scrt_port: Annotated[int, typer.Option(help="Interaction Service API port (0: any).")] = 0,
     state_dir: Annotated[
-        Path, typer.Option(help="Where the CA, JWT key and salesforce.json are written.")
+        Path,
+        typer.Option(
+            help="Where the CA (shared with `bridge sandbox servicenow`), JWT key, "
+            "salesforce.json and salesforce.env are written."
+        ),
     ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Serve the sandbox Salesforce org over HTTPS on 127.0.0.1 until Ctrl-C or SIGTERM."""
-    sandbox = SalesforceSandbox(port=port, scrt_port=scrt_port, state_dir=state_dir)
+    ca = SandboxCA.shared(state_dir, server="salesforce")
+    sandbox = SalesforceSandbox(ca=ca, port=port, scrt_port=scrt_port, state_dir=state_dir)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -33,6 +38,7 @@ def salesforce(
     signal.signal(signal.SIGTERM, _stop)
     with sandbox:
         state_file = sandbox.write_state(state_dir)
+        env_file = write_salesforce_env(state_dir, sandbox)
         typer.echo(f"Salesforce sandbox org {sandbox.org_id}")
         typer.echo(f"  instance_url  {sandbox.instance_url}")
         typer.echo(f"  scrt_url      {sandbox.scrt_url}")
@@ -41,6 +47,7 @@ def salesforce(
         typer.echo(f"  client_id     {sandbox.client_id}")
         typer.echo(f"  jwt_key_file  {sandbox.jwt_key_file}")
         typer.echo(f"  state         {state_file} (client secret inside)")
+        typer.echo(f"  bridge env    {env_file} (client credentials; `set -a; . {env_file}`)")
         while not stop.wait(0.5):
             pass
     typer.echo("Salesforce sandbox stopped.")

@@ -183,6 +183,7 @@ def _objects() -> list[SObject]:
             _f("FirstName", _S, "CU"),
             _f("LastName", _S, "CUR"),
             _f("Email", _S, "CU"),
+            _f("FederationIdentifier", _S, "CU"),  # SAML federation id (single sign-on)
             _f("Alias", _S, "CU"),
             _bool("IsActive", "CU", default=True),
             _f("UserType", _P, default="Standard"),

@@ -913,6 +913,8 @@ def _load_seed(org: Org) -> None:
                 "LastName": last,
                 "Alias": agent.sn_user_name[:8],
                 "Email": agent.sf_username,
+                # single sign-on with the ServiceNow login, as discovery matches them
+                "FederationIdentifier": agent.sn_user_name,
             },
             system=True,
         )

@@ -201,6 +201,9 @@ TABLES: dict[str, Table] = {
             [
                 Field("name"),
                 Field("external_id", indexed=True),
+                # External Routing Support: work of an External queue waits for a CCaaS
+                # router; the sandbox routes no queue itself, so every queue is External
+                _bool("external", "true"),
                 _bool("active", "true"),
                 Field("max_wait_time", FieldType.INTEGER, default="0"),
                 _ref("service_channel", "awa_service_channel"),
