@@ -241,3 +241,57 @@ def _before_send(exc: Exception) -> bool:
         marker in text
         for marker in ("NewConnectionError", "Connection refused", "Name or service not known")
     )
+
+
+# -- gRPC (the Salesforce Pub/Sub API) ----------------------------------------------------
+# A failed call gives a status name (``UNAVAILABLE``) and, from Salesforce, an ``error-code``
+# trailer; the first row matching both wins, as for HTTP (``status`` unused).
+
+# The trailer of a replay id that is invalid or outside retention.
+REPLAY_ID_CORRUPTED = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+
+
+@dataclass(frozen=True)
+class GrpcRule:
+    branch: type[BridgeError]
+    status: str | None = None  # grpc.StatusCode name
+    error_code: str | None = None  # the ``error-code`` trailer
+    as_code: str | None = None
+
+    def matches(self, status: str, error_code: str | None) -> bool:
+        return (self.status is None or self.status == status) and (
+            self.error_code is None or self.error_code == error_code
+        )
+
+
+GRPC_ERRORS: tuple[GrpcRule, ...] = (
+    # the stored position is refused: catch up by reading, then start from the newest
+    GrpcRule(Permanent, error_code=REPLAY_ID_CORRUPTED, as_code="replay_refused"),
+    # the token expired or was revoked: a new token, then subscribe again
+    GrpcRule(Retriable, status="UNAUTHENTICATED", as_code="unauthenticated"),
+    *(
+        GrpcRule(Retriable, status=status)
+        for status in (
+            "UNAVAILABLE",
+            "DEADLINE_EXCEEDED",
+            "RESOURCE_EXHAUSTED",
+            "ABORTED",
+            "INTERNAL",
+            "UNKNOWN",
+            "CANCELLED",
+        )
+    ),
+    # a channel that does not exist or that the user may not read: a setting to fix
+    GrpcRule(ConfigError, status="NOT_FOUND"),
+    GrpcRule(ConfigError, status="PERMISSION_DENIED"),
+)
+
+
+def from_grpc(
+    system: str, status: str, message: str, *, error_code: str | None = None
+) -> BridgeError:
+    """Classify a failed gRPC call by the first row of ``GRPC_ERRORS`` that matches it."""
+    rule = next((r for r in GRPC_ERRORS if r.matches(status, error_code)), None)
+    branch = rule.branch if rule is not None else Permanent
+    code = (rule.as_code if rule is not None else None) or error_code or status
+    return branch(message, system=system, code=code, detail={"grpc_status": status})

@@ -121,6 +121,51 @@ STREAM_HOLDER = Gauge(
     registry=REGISTRY,
 )
 
+# --- change streams (issue 10; ``bridge.flow.stream_metrics`` feeds them) -----------------
+
+STREAM_EVENTS = Counter(
+    "bridge_stream_events_total",
+    "Change events a stream delivered, by stream, channel, entity, change type and what the "
+    "inbox did with them (recorded, duplicate, stale).",
+    ["stream", "channel", "entity", "change_type", "outcome"],
+    registry=REGISTRY,
+)
+STREAM_LAG = Histogram(
+    "bridge_stream_lag_seconds",
+    "From a change's commit at the source (CDC commitTimestamp, PushTopic createdDate) to "
+    "the inbox commit that recorded it.",
+    ["stream"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+STREAM_RECONNECTS = Counter(
+    "bridge_stream_reconnects_total",
+    "Subscriptions opened again, by stream and reason (lost: the connection failed or "
+    "ended; silent: the keepalive watchdog saw no event and no keepalive in time).",
+    ["stream", "reason"],
+    registry=REGISTRY,
+)
+STREAM_REPLAY_FALLBACKS = Counter(
+    "bridge_stream_replay_fallbacks_total",
+    "Stored positions the source refused (outside retention, corrupted, another org "
+    "instance) or that were dropped (data-centre recovery), each followed by a catch-up "
+    "read and a finding in the ledger.",
+    ["stream", "reason"],
+    registry=REGISTRY,
+)
+STREAM_UP = Gauge(
+    "bridge_stream_up",
+    "1 while the stream's subscription is open, by stream and intake mode.",
+    ["stream", "mode"],
+    registry=REGISTRY,
+)
+STREAM_DOWN_SECONDS = Gauge(
+    "bridge_stream_down_seconds",
+    "How long the stream's subscription has been closed (0 while it is open).",
+    ["stream"],
+    registry=REGISTRY,
+)
+
 # The ledger's finding statuses (bridge.ledger.rows; not imported: the adapters import this
 # module, and they stay clear of the ledger).
 FINDING_STATUSES = ("planned", "applied", "failed", "unresolved", "skipped")
@@ -169,3 +214,35 @@ def observe_instance(instance: str, ledger: str, streams: Iterable[str], holding
     INSTANCE_INFO.labels(instance, __version__, ledger).set(1 if holding else 0)
     for stream in streams:
         STREAM_HOLDER.labels(stream, instance).set(1 if holding else 0)
+
+
+def observe_stream_events(
+    stream: str,
+    channel: str,
+    counts: Mapping[tuple[str, str, str], int],
+    lags: Iterable[float] = (),
+) -> None:
+    """A stream's recorded batch: ``counts`` by (entity, change type, outcome) and the
+    lag of each recorded event (seconds from its commit at the source)."""
+    for (entity, change_type, outcome), count in counts.items():
+        STREAM_EVENTS.labels(stream, channel, entity, change_type, outcome).inc(count)
+    for lag in lags:
+        STREAM_LAG.labels(stream).observe(max(0.0, lag))
+
+
+def observe_stream_reconnect(stream: str, reason: str, count: int = 1) -> None:
+    """The subscription opened again after ``reason`` (``lost`` or ``silent``)."""
+    if count > 0:
+        STREAM_RECONNECTS.labels(stream, reason).inc(count)
+
+
+def observe_replay_fallback(stream: str, reason: str, count: int = 1) -> None:
+    """A stored position given up (``refused`` by the source, ``reinitialized``)."""
+    if count > 0:
+        STREAM_REPLAY_FALLBACKS.labels(stream, reason).inc(count)
+
+
+def observe_stream_up(stream: str, mode: str, up: bool, down_for: float) -> None:
+    """Whether the subscription is open and, when not, for how long it has been closed."""
+    STREAM_UP.labels(stream, mode).set(1 if up else 0)
+    STREAM_DOWN_SECONDS.labels(stream).set(0.0 if up else max(0.0, down_for))

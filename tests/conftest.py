@@ -15,4 +15,6 @@ pytest_plugins = [
     "tests.fixtures.servicenow",
     "tests.fixtures.bridge",
     "tests.fixtures.adapters",
+    "tests.fixtures.push",
+    "tests.fixtures.streams",
 ]

@@ -25,6 +25,7 @@ from bridge.app.commands import ledger as ledger_cmd
 from bridge.app.commands import mappings as mappings_cmd
 from bridge.app.commands import reconcile as reconcile_cmd
 from bridge.app.commands import run as run_cmd
+from bridge.app.commands import salesforce as salesforce_cmd
 from bridge.app.commands.common import state
 from bridge.errors import BridgeError, ConfigError, NotFound
 
@@ -39,6 +40,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(mappings_cmd.app, name="mappings")
+app.add_typer(salesforce_cmd.app, name="salesforce")
 app.command("console")(console_cmd.console)
 app.command("reconcile")(reconcile_cmd.reconcile)
 app.command("run")(run_cmd.run)

@@ -26,10 +26,11 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from starlette.types import ASGIApp
 
-from bridge.app.health import Check, HealthServer
+from bridge.app.health import Check, HealthServer, stream_check
 from bridge.app.runtime import Runtime
 from bridge.errors import BridgeError
 from bridge.flow.intake import Intake
+from bridge.flow.stream_metrics import StatusObserver
 from bridge.ledger.rows import utcnow
 from bridge.metrics import instance_id, observe_instance, observe_ledger, observe_poll
 
@@ -138,6 +139,18 @@ class Daemon:
         # Set when the stop left calls or jobs running: the process must not wait for them.
         self.left_running = False
         self._instance = instance_id()
+        # ServiceNow in push mode: its receiver takes the changes, its polls sweep slowly.
+        self.receiver = runtime.push_receiver(on_recorded=self._events.set)
+        self._swept = {"servicenow"} if self.receiver is not None else set()
+        # Salesforce in pubsub mode: its change stream takes the changes, its polls sweep.
+        self.sf_stream = runtime.salesforce_stream(on_recorded=lambda _: self._events.set())
+        if self.sf_stream is not None:
+            self._swept.add("salesforce")
+        self._stream_gauges = (
+            None
+            if self.sf_stream is None
+            else StatusObserver(self.sf_stream.stream, runtime.settings.salesforce.intake)
+        )
 
     # -- readiness --------------------------------------------------------------------------
 
@@ -150,16 +163,43 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             checks["ledger"] = Check(False, f"{type(exc).__name__}: {exc}")
         now = time.monotonic()
+        if self.receiver is not None:
+            listening = self.receiver.listening
+            checks["servicenow receiver"] = Check(
+                listening, self.receiver.url if listening else "not listening"
+            )
+        if self.sf_stream is not None:
+            checks["salesforce stream"] = stream_check(
+                self.sf_stream.status, down_after=self._max_lag, now=now
+            )
         for name, state in self._polls.items():
+            # a sweeper runs every few minutes, and what it reads is old by design
+            swept = name in self._swept
+            allowed = self._max_lag + (2 * self._interval(name) if swept else 0.0)
             if not state.ok:
                 checks[name] = Check(False, state.error)
-            elif now - state.at > self._max_lag:
+            elif now - state.at > allowed:
                 checks[name] = Check(False, f"last successful poll {now - state.at:.0f}s ago")
+            elif swept:
+                checks[name] = Check(True, "authenticated, sweeping")
             elif state.lag is not None and state.lag > self._max_lag:
                 checks[name] = Check(False, f"intake lag {state.lag:.0f}s")
             else:
                 checks[name] = Check(True, "authenticated, polling")
         return checks
+
+    def _interval(self, intake: str) -> float:
+        """Seconds between two polls of an intake (a swept one: its sweep interval)."""
+        settings = self.runtime.settings
+        if intake in self._swept:
+            if intake == "salesforce":
+                return settings.salesforce.sweep_interval
+            return settings.servicenow.sweep_interval
+        intervals = {
+            "salesforce": settings.salesforce.poll_interval,
+            "servicenow": settings.servicenow.poll_interval,
+        }
+        return intervals.get(intake, 2.0)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -229,6 +269,8 @@ class Daemon:
         self._gauge_outbox()  # the run's findings on /metrics now, not at the next count
 
     def _gauge_outbox(self) -> None:
+        if self._stream_gauges is not None and self.sf_stream is not None:
+            self._stream_gauges.look(self.sf_stream.status)
         try:
             with self.runtime.ledger.reading() as tx:
                 stats = tx.audit.stats()
@@ -260,16 +302,14 @@ class Daemon:
         log.info("health endpoint on http://%s:%d", self.health.host, self.health.port)
         # the one daemon of this ledger: a predecessor's claims are dead ones (issue 15)
         self.runtime.dispatcher.take_back_claims()
-        settings = self.runtime.settings
-        intervals = {
-            "salesforce": settings.salesforce.poll_interval,
-            "servicenow": settings.servicenow.poll_interval,
-        }
+        if self.receiver is not None:
+            self.receiver.start()
+            log.info("ServiceNow events receiver on %s", self.receiver.url)
         for intake in self.runtime.intakes:
             self._scheduler.add_job(
                 self._poll,
                 "interval",
-                seconds=intervals.get(intake.name, 2.0),
+                seconds=self._interval(intake.name),
                 args=[intake],
                 id=f"intake:{intake.name}",
                 next_run_time=datetime.now(UTC),
@@ -290,6 +330,12 @@ class Daemon:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.sf_stream is not None:
+            stream = threading.Thread(
+                target=self.sf_stream.run, args=(self._stop,), name="salesforce-stream", daemon=True
+            )
+            stream.start()
+            self._threads.append(stream)
         self._scheduler.start()
         log.info("bridge running")
         self._stop.wait()
@@ -307,6 +353,10 @@ class Daemon:
         def left() -> float:
             return max(0.0, drained_by - time.monotonic())
 
+        if self.receiver is not None:  # no delivery is taken any more (the sweeper reads it)
+            self.receiver.stop(timeout=min(2.0, left()))
+        if self.sf_stream is not None:  # a batch being recorded commits or rolls back whole
+            self.sf_stream.stop()
         self.runtime.stop_calls()
         self._scheduler.shutdown(wait=False)  # no job starts; running ones are waited below
         for thread in self._threads:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +26,32 @@ class Check:
 
 
 ReadinessProbe = Callable[[], Mapping[str, Check]]
+
+# A stream may be closed this long (reconnecting, resubscribing) before /readyz says so.
+DEFAULT_STREAM_DOWN_AFTER = 120.0
+
+
+class StreamState(Protocol):
+    """What readiness reads of a change stream's status (``bridge.flow.streams``)."""
+
+    connected: bool
+    down_since: float | None  # monotonic
+    error: str | None
+
+
+def stream_check(
+    state: StreamState, *, down_after: float = DEFAULT_STREAM_DOWN_AFTER, now: float | None = None
+) -> Check:
+    """Ready while the subscription is open or has been closed for at most ``down_after``
+    seconds (a reconnect in progress); not ready past that, with why it is down."""
+    if state.connected:
+        return Check(True, "subscribed")
+    now = time.monotonic() if now is None else now
+    down_for = 0.0 if state.down_since is None else now - state.down_since
+    why = state.error or "not subscribed yet"
+    if down_for <= down_after:
+        return Check(True, f"reconnecting for {down_for:.0f}s ({why})")
+    return Check(False, f"stream down for {down_for:.0f}s (more than {down_after:.0f}s): {why}")
 
 
 def health_app(readiness: ReadinessProbe, console: ASGIApp | None = None) -> Starlette:

@@ -18,6 +18,7 @@ from bridge.adapters.salesforce.polling import SalesforceIntake
 from bridge.adapters.servicenow.client import ServiceNowAdapter
 from bridge.adapters.servicenow.executor import ServiceNowExecutor
 from bridge.adapters.servicenow.polling import ServiceNowIntake
+from bridge.adapters.servicenow.receiver import Receiver
 from bridge.app.settings import Settings
 from bridge.domain import ClaimedCommand, Direction
 from bridge.domain.mapping import Tables, load_tables
@@ -25,6 +26,7 @@ from bridge.errors import BridgeError, ConfigError, Retriable
 from bridge.flow.dispatch import Dispatcher, DispatchStats, Executor
 from bridge.flow.intake import Intake, PollResult
 from bridge.flow.processor import Processor, ProcessStats
+from bridge.flow.streams import StreamRunner
 from bridge.ledger.rows import utcnow
 from bridge.ledger.sql import SqlLedger
 
@@ -216,6 +218,53 @@ class Runtime:
         if refused:
             raise ConfigError("; ".join(refused), detail=refused)
         return unreachable
+
+    def push_receiver(self, on_recorded: Callable[[], None] | None = None) -> Receiver | None:
+        """The listener for what the ServiceNow instance pushes, when its intake is
+        ``push`` (settings checked complete: ``ConfigError`` naming what is missing)."""
+        if self.settings.servicenow.intake != "push":
+            return None
+        queues = self.tables.crosswalk.queues
+        return Receiver(
+            self.settings.require_receiver(),
+            self.ledger,
+            mapped=frozenset(q.sn_queue_sys_id for q in queues if q.sn_queue_sys_id),
+            on_recorded=on_recorded,
+            now=self.now,
+        )
+
+    def salesforce_stream(
+        self, on_recorded: Callable[[int], None] | None = None
+    ) -> StreamRunner | None:
+        """The Salesforce change stream, when its intake is ``pubsub`` (its polls then
+        run as the sweeper and as the stream's catch-up read)."""
+        if self.settings.salesforce.intake == "pushtopic":
+            from bridge.adapters.salesforce.pushtopics import pushtopic_runner  # noqa: PLC0415
+
+            reader = next(i for i in self.intakes if isinstance(i, SalesforceIntake))
+            queue_ids = [q.sf_queue_id for q in self.tables.crosswalk.queues]
+            return pushtopic_runner(
+                self.settings,
+                self.salesforce,
+                reader,
+                self.ledger,
+                queue_ids=queue_ids,
+                on_recorded=on_recorded,
+            )
+        if self.settings.salesforce.intake != "pubsub":
+            return None
+        # grpc is loaded only when the stream runs
+        from bridge.adapters.salesforce.pubsub.client import pubsub_runner  # noqa: PLC0415
+
+        intake = next(i for i in self.intakes if isinstance(i, SalesforceIntake))
+        return pubsub_runner(
+            self.settings,
+            self.salesforce,
+            intake,
+            self.ledger,
+            on_recorded=on_recorded,
+            now=self.now,
+        )
 
     def directions(self) -> set[Direction]:
         return {q.direction for q in self.tables.crosswalk.queues}

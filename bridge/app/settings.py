@@ -90,8 +90,23 @@ class SalesforceSettings(BaseModel):
     authorization_context: str | None = None
     authorization_context_type: str = "ConversationChannelDefinition"
     poll_interval: float = Field(default=2.0, gt=0)
+    # Change streams (DESIGN §8): pubsub | pushtopic | poll; the polls stay as a sweeper.
+    intake: Literal["pubsub", "pushtopic", "poll"] = "poll"
+    pubsub_url: str = "api.pubsub.salesforce.com:7443"
+    pubsub_channel: str = "/data/ExternalRoutingChannel__chn"
+    pubsub_batch: int = Field(default=100, ge=1, le=100)
+    keepalive_timeout: float = Field(default=120.0, gt=0)
+    sweep_interval: float = Field(default=600.0, gt=0)
 
     _urls = field_validator("instance_url", "login_url", "scrt_url")(_https_url)
+
+    @field_validator("pubsub_url")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"must be host:port (gRPC over TLS), got {value!r}")
+        return value
 
     @field_validator("api_version")
     @classmethod
@@ -111,8 +126,39 @@ class ServiceNowSettings(BaseModel):
     client_id: str | None = None
     client_secret: SecretStr | None = None
     poll_interval: float = Field(default=2.0, gt=0)
+    # push: the instance sends each change to the receiver (``BRIDGE_RECEIVER__*``) and the
+    # polls run as a sweeper every ``sweep_interval`` s (ServiceNow does not retry a failed
+    # push); poll: the polls every ``poll_interval`` s, no receiver.
+    intake: Literal["push", "poll"] = "poll"
+    sweep_interval: float = Field(default=300.0, gt=0)
 
     _urls = field_validator("instance_url")(_https_url)
+
+
+class ReceiverSettings(BaseModel):
+    """The HTTPS listener of ``bridge run`` that takes the changes the ServiceNow instance
+    pushes (``servicenow.intake = push``). Basic credentials and/or a client CA (mutual
+    TLS; both set: both required); plain HTTP only behind a TLS-terminating ingress."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9443, ge=0, le=65535)
+    path: str = "/servicenow/events"
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    allow_plain_http: bool = False
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    # deliveries per second from one source address (burst: one second's worth)
+    rate_limit: float = Field(default=1000.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with /, got {value!r}")
+        return value
 
 
 class ConsoleSettings(BaseModel):
@@ -154,6 +200,7 @@ class Settings(BaseSettings):
     salesforce: SalesforceSettings = Field(default_factory=SalesforceSettings)
     servicenow: ServiceNowSettings = Field(default_factory=ServiceNowSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -244,6 +291,40 @@ class Settings(BaseSettings):
             "Interaction Service settings are incomplete",
         )
         return sf
+
+    def require_receiver(self) -> ReceiverSettings:
+        """The receiver's section, checked complete: a way to authenticate the instance
+        (basic credentials, a client CA, or both), and a certificate and key unless plain
+        HTTP is explicitly allowed; every file named must exist."""
+        rc = self.receiver
+        problems: list[str] = []
+        basic = rc.username is not None or rc.password is not None
+        if basic:
+            problems += _missing(
+                ("receiver", "username", rc.username), ("receiver", "password", rc.password)
+            )
+        elif rc.client_ca_file is None:
+            problems.append(
+                f"{env_name('receiver', 'username')} + {env_name('receiver', 'password')} or "
+                f"{env_name('receiver', 'client_ca_file')}: one way to authenticate the "
+                "instance is required"
+            )
+        if rc.allow_plain_http:
+            if rc.client_ca_file is not None:
+                problems.append(
+                    f"{env_name('receiver', 'client_ca_file')}: mutual TLS needs TLS, but "
+                    f"{env_name('receiver', 'allow_plain_http')} is set"
+                )
+        else:
+            problems += _missing(
+                ("receiver", "cert_file", rc.cert_file), ("receiver", "key_file", rc.key_file)
+            )
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(rc, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{env_name('receiver', name)}: no such file {path}")
+        _raise_if(problems, "receiver settings are incomplete")
+        return rc
 
     def require_servicenow(self) -> ServiceNowSettings:
         """The ServiceNow section, checked complete: instance URL and exactly one of basic

@@ -6,11 +6,10 @@ nothing to forge: no CSRF tokens needed).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,8 +22,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.app.commands import common
 from bridge.console.auth import Credentials, RequireCredentials
-from bridge.errors import NotFound
+from bridge.errors import ConfigError, NotFound
 from bridge.ledger import audit
 from bridge.ledger.rows import DIRECTIONS, utcnow
 from bridge.ledger.sql import SqlLedger
@@ -35,27 +35,18 @@ PREFIX = "/console"
 STATES = ("offered", "assigning", "transferring", "routing", "assigned", "active", "closed",
           "abandoned")  # fmt: skip
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 class BadInput(ValueError):
     """A filter the console cannot read: shown on the page, naming the field (400)."""
 
 
 def parse_when(name: str, text: str, now: datetime) -> datetime:
-    """A duration back from now (15m, 1h, 2d) or an ISO time (UTC without an offset);
-    the form's datetime-local inputs send the second kind."""
-    match = _DURATION.match(text.strip().lower())
-    if match:
-        return now - timedelta(**{_UNITS[match[2]]: float(match[1])})
+    """A duration back from now (15m, 1h, 2d) or an ISO time (UTC without an offset), as
+    the CLI's filters take it; the form's datetime-local inputs send the second kind."""
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise BadInput(
-            f"{name}: {text!r} is neither a duration (15m, 1h, 2d) nor an ISO time"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        return common.parse_when(text, now, option=name)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def millis(value: datetime | None) -> str:

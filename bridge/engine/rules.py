@@ -158,6 +158,10 @@ def _correlation_from_work_item(
 
 def _continue(event: Event, trigger: Trigger, corr: Correlation, tables: Tables) -> Decision:
     work = _draft(event, corr, tables)
+    # Before anything is recorded: a late copy must not overwrite what later reads showed.
+    earlier = _of_earlier_segment(corr, event, trigger)
+    if earlier:
+        return work.decision(EventOutcome.SKIPPED, reason=earlier, trigger=trigger)
     _observe(work, event, trigger)
     # What a reconciler found left behind is there now, whoever caused it: never an echo.
     if trigger not in LEFT_BEHIND:
@@ -183,6 +187,58 @@ def _continue(event: Event, trigger: Trigger, corr: Correlation, tables: Tables)
         read_as = ", ".join(str(status) for status in passed)
         return replace(decision, reason=f"the AgentWork went through {read_as} unread")
     return decision
+
+
+# AWA answers and Omni-Channel undos that act on the offer / assignment they are about: one
+# about an earlier segment's (a copy read late through another stream) must not act now.
+_AWA_ANSWERS = frozenset({Trigger.WORK_ITEM_ACCEPTED, Trigger.WORK_ITEM_ACCEPTED_ELSEWHERE})
+_AGENT_WORK_UNDONE = frozenset(
+    {
+        Trigger.AGENT_WORK_DECLINED,
+        Trigger.AGENT_WORK_DECLINED_ON_PUSH_TIMEOUT,
+        Trigger.AGENT_WORK_UNAVAILABLE,
+        Trigger.AGENT_WORK_CANCELED,
+    }
+)
+
+
+def _of_earlier_segment(corr: Correlation, event: Event, trigger: Trigger) -> str | None:
+    """An AWA acceptance or an AgentWork decline / time-out / cancel about a segment
+    before the current one (a change stream and the sweeper both read the row, one late):
+    named by the work item's external_segment_id or sys_id, or the AgentWork's id."""
+    current = corr.segments[-1] if corr.segments else None
+    if current is None or trigger in LEFT_BEHIND:
+        return None
+    earlier = corr.segments[:-1]
+    record = event.parsed
+    if trigger in _AWA_ANSWERS and isinstance(record, AwaWorkItemRecord):
+        segment_id = record.external_segment_id
+        if segment_id:
+            # a work item made for another segment: an offer the engine has moved on from
+            old = segment_id != current.external_segment_id and any(
+                s.external_segment_id == segment_id for s in earlier
+            )
+        else:
+            old = record.sys_id != current.sn_work_item_sys_id and any(
+                s.sn_work_item_sys_id == record.sys_id for s in earlier
+            )
+        if old:
+            return (
+                f"stale: work item {record.sys_id} answers an earlier offer "
+                f"(segment {segment_id or 'of that work item'}), the current segment is "
+                f"{current.external_segment_id}"
+            )
+    if trigger in _AGENT_WORK_UNDONE and isinstance(record, AgentWorkRecord):
+        followed = current.sf_agent_work_id
+        old = followed not in (None, record.id) and any(
+            s.sf_agent_work_id == record.id for s in earlier
+        )
+        if old:
+            return (
+                f"stale: AgentWork {record.id} ({record.status}) is an earlier segment's; "
+                f"the current one follows AgentWork {followed}"
+            )
+    return None
 
 
 def _stale(work: EventDraft, event: Event, trigger: Trigger) -> str | None:

@@ -4,6 +4,7 @@ reconciliation repaired. Read-only; each query is served by the ledger's indexes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,29 @@ from bridge.ledger.rows import (
 from bridge.ledger.words import BRIDGE
 
 M = TypeVar("M", bound=SQLModel)
+
+
+def cursor_mode(stream: str, position: str) -> dict[str, str]:
+    """How a stream reads, told by its name and its stored position: ``pubsub`` /
+    ``pushtopic`` (a change stream: a replay id, and the org instance it came from) or
+    ``poll`` (a watermark: a time and a tie-breaker key)."""
+    try:
+        data = json.loads(position) if position.startswith("{") else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and "replay_id" in data:
+        lowered = stream.lower()
+        if "/topic/" in lowered or "pushtopic" in lowered:
+            mode = "pushtopic"
+        elif "/data/" in lowered or "pubsub" in lowered:
+            mode = "pubsub"
+        else:
+            mode = "stream"
+        found = {"mode": mode, "replay_id": str(data["replay_id"])}
+        if data.get("origin"):
+            found["origin"] = str(data["origin"])
+        return found
+    return {"mode": "poll"}
 
 
 @dataclass(frozen=True)
@@ -435,7 +459,11 @@ class AuditReader:
                 "oldest_unfinished_at": oldest,
             },
             "cursors": {
-                c.stream: {"position": c.position, "updated_at": c.updated_at}
+                c.stream: {
+                    "position": c.position,
+                    "updated_at": c.updated_at,
+                    **cursor_mode(c.stream, c.position),
+                }
                 for c in self._session.scalars(select(Cursor).order_by(col(Cursor.stream)))
             },
             "last_reconcile_run": None if last_run is None else last_run.model_dump(),

@@ -10,7 +10,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
-from sqlalchemy import exists, select, text
+from sqlalchemy import exists, or_, select, text
 from sqlalchemy.orm import Session, aliased
 from sqlmodel import col
 
@@ -216,6 +216,25 @@ class Lookups:
             col(r.InboxEvent.source_event_id).in_(list(source_event_ids)),
         )
         return set(self._session.scalars(stmt))
+
+    def latest_payloads(self, source: str, kind: str, record_ids: Sequence[str]) -> dict[str, Any]:
+        """The newest payload the inbox holds per record id for events of ``kind`` (their
+        source id is ``kind:record id:...``): what a change event carrying only the
+        changed fields is merged onto."""
+        found: dict[str, Any] = {}
+        for batch in chunks(dict.fromkeys(record_ids), BATCH):
+            like = [col(r.InboxEvent.source_event_id).like(f"{kind}:{rid}:%") for rid in batch]
+            stmt = (
+                select(col(r.InboxEvent.source_event_id), col(r.InboxEvent.payload))
+                .where(col(r.InboxEvent.source) == source, col(r.InboxEvent.kind) == kind)
+                .where(or_(*like))
+                .order_by(col(r.InboxEvent.id).desc())
+            )
+            for source_event_id, payload in self._session.execute(stmt):
+                rid = str(source_event_id).split(":", 2)[1]
+                if rid not in found:
+                    found[rid] = dict(payload or {})
+        return found
 
     def stuck_commands(
         self, statuses: Sequence[str], untouched_since: datetime, *, after: str, limit: int

@@ -28,6 +28,7 @@ from bridge.ledger.ports import (
     RecordResult,
     Saved,
     outcome_was_unknown,
+    stale_reason,
 )
 from bridge.ledger.rows import EVENT_STATUSES, UNFINISHED_COMMAND_STATUSES, utcnow
 
@@ -48,6 +49,8 @@ class _Event:
     pending: PendingEvent
     status: str = "pending"
     error: str | None = None
+    record_key: str | None = None
+    record_version: int | None = None
 
 
 @dataclass
@@ -142,9 +145,25 @@ class _Inbox:
         self._clock = clock
         self._order = order
 
+    def _held(self, source: str, record_key: str) -> int | None:
+        versions = [
+            e.record_version
+            for e in self._s.events.values()
+            if e.record_key == record_key
+            and e.record_version is not None
+            and e.pending.source == source
+        ]
+        return max(versions, default=None)
+
     def record(self, stream: str, events: Sequence[NewEvent], cursor: str | None) -> RecordResult:
         inserted: list[int] = []
         duplicates: list[str] = []
+        stale: list[str] = []
+        held = {
+            (e.source, e.record_key): self._held(e.source, e.record_key)
+            for e in events
+            if e.record_key and e.record_version is not None
+        }
         for e in events:
             key = (e.source, e.source_event_id)
             if key in self._s.event_keys:
@@ -152,6 +171,14 @@ class _Inbox:
                 continue
             self._s.event_keys.add(key)
             event_id = next(self._order)
+            status, error = e.status, e.error
+            record = (e.source, e.record_key or "")
+            newest = held.get(record)
+            if e.record_version is not None and newest is not None and e.record_version < newest:
+                status, error = "skipped", stale_reason(e, newest)
+                stale.append(e.source_event_id)
+            elif e.record_version is not None and e.record_key:
+                held[record] = e.record_version  # a later event of this batch is compared too
             self._s.events[event_id] = _Event(
                 PendingEvent(
                     id=event_id,
@@ -163,12 +190,17 @@ class _Inbox:
                     received_at=self._clock(),
                     payload=dict(e.payload),
                     correlation_id=e.correlation_id,
-                )
+                ),
+                status,
+                error,
+                e.record_key,
+                e.record_version,
             )
-            inserted.append(event_id)
+            if e.source_event_id not in stale:
+                inserted.append(event_id)
         if cursor is not None:
             self._s.cursors[stream] = cursor
-        return RecordResult(inserted, duplicates, cursor)
+        return RecordResult(inserted, duplicates, cursor, stale)
 
     def pending(self, limit: int, *, after: int = 0) -> list[PendingEvent]:
         waiting = [

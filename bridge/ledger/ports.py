@@ -36,15 +36,26 @@ class NewEvent:
     occurred_at: datetime
     payload: Mapping[str, Any] = field(default_factory=dict)
     correlation_id: str | None = None
+    # The record this event is a version of and which version (ServiceNow: ``table:sys_id``
+    # and ``sys_mod_count``): an event older than the newest version the inbox holds for its
+    # record is recorded as stale (skipped, with the reason), not processed.
+    record_key: str | None = None
+    record_version: int | None = None
+    # Input refused before it became an event (a delivery failing the schema) is recorded
+    # already decided: ``error`` with the reason, never processed.
+    status: str = "pending"
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class RecordResult:
-    """What recording did: ids of the new rows, source ids of the dropped repeats."""
+    """What recording did: ids of the new rows, source ids of the dropped repeats, and
+    source ids of the events recorded as stale (their rows are not in ``inserted``)."""
 
     inserted: list[int]
     duplicates: list[str]
     cursor: str | None
+    stale: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,13 +148,30 @@ def outcome_was_unknown(error: str | None) -> bool:
         return False
 
 
+def stale_reason(event: NewEvent, held: int) -> str:
+    """What is recorded on an event older than the version of its record already held."""
+    return json.dumps(
+        {
+            "kind": "skippable",
+            "code": "stale",
+            "message": (
+                f"stale: {event.record_key} version {event.record_version} arrived after "
+                f"version {held}; not acted on"
+            ),
+        },
+        sort_keys=True,
+    )
+
+
 # --- the roles ---------------------------------------------------------------------------
 
 
 class Inbox(Protocol):
     def record(self, stream: str, events: Sequence[NewEvent], cursor: str | None) -> RecordResult:
         """Insert the events that are new and move the stream's cursor. Repeats hit the
-        (source, source_event_id) key and are dropped, not errors."""
+        (source, source_event_id) key and are dropped, not errors. An event with a
+        ``record_version`` lower than the highest the inbox holds for its ``record_key``
+        is written as stale: status skipped, with the reason, listed in ``stale``."""
         ...
 
     def pending(self, limit: int, *, after: int = 0) -> list[PendingEvent]:

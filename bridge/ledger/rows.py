@@ -127,6 +127,7 @@ class InboxEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source", "source_event_id", name="uq_inbox_event_source"),
         Index("ix_inbox_event_status_id", "status", "id"),
+        Index("ix_inbox_event_record", "source", "record_key", "record_version"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -141,6 +142,10 @@ class InboxEvent(SQLModel, table=True):
     status: str = "pending"
     processed_at: datetime | None = _ts()
     error: str | None = Field(default=None, sa_type=Text)
+    # The record this event is a version of (``awa_work_item:<sys_id>``) and which version
+    # (``sys_mod_count``): how a late delivery is known to be older than what is held.
+    record_key: str | None = None
+    record_version: int | None = None
 
 
 class OutboxCommand(SQLModel, table=True):

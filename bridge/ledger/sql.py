@@ -62,6 +62,7 @@ from bridge.ledger.ports import (
     RecordResult,
     Saved,
     outcome_was_unknown,
+    stale_reason,
 )
 
 if TYPE_CHECKING:
@@ -197,20 +198,35 @@ class SqlInbox:
 
     def record(self, stream: str, events: Sequence[NewEvent], cursor: str | None) -> RecordResult:
         now = self._clock()
-        rows = [
-            {
-                "source": e.source,
-                "stream": stream,
-                "source_event_id": e.source_event_id,
-                "kind": e.kind,
-                "occurred_at": e.occurred_at,
-                "received_at": now,
-                "payload": dict(e.payload),
-                "correlation_id": e.correlation_id,
-                "status": "pending",
-            }
-            for e in events
-        ]
+        held = self._held_versions(events)
+        stale: set[str] = set()
+        rows = []
+        for e in events:
+            status, error = e.status, e.error
+            record = (e.source, e.record_key or "")
+            newest = held.get(record)
+            if e.record_version is not None and newest is not None and e.record_version < newest:
+                status, error = "skipped", stale_reason(e, newest)
+                stale.add(e.source_event_id)
+            elif e.record_version is not None and e.record_key:
+                held[record] = e.record_version  # a later event of this batch is compared too
+            rows.append(
+                {
+                    "source": e.source,
+                    "stream": stream,
+                    "source_event_id": e.source_event_id,
+                    "kind": e.kind,
+                    "occurred_at": e.occurred_at,
+                    "received_at": now,
+                    "payload": dict(e.payload),
+                    "correlation_id": e.correlation_id,
+                    "status": status,
+                    "error": error,
+                    "processed_at": None if status == "pending" else now,
+                    "record_key": e.record_key,
+                    "record_version": e.record_version,
+                }
+            )
         inserted: dict[str, int] = {}
         if rows:
             t = table(r.InboxEvent)
@@ -223,12 +239,34 @@ class SqlInbox:
                 inserted[f"{row.source}\0{row.source_event_id}"] = row.id
         if cursor is not None:
             SqlCursors(self._session, self._clock).set(stream, cursor)
-        new_ids = sorted(inserted.values())
+        new_ids = sorted(i for key, i in inserted.items() if key.partition("\0")[2] not in stale)
         duplicates: list[str] = []
+        recorded_stale: list[str] = []
         for e in events:  # a repeat inside the batch is a duplicate too
             if inserted.pop(f"{e.source}\0{e.source_event_id}", None) is None:
                 duplicates.append(e.source_event_id)
-        return RecordResult(new_ids, duplicates, cursor)
+            elif e.source_event_id in stale:
+                recorded_stale.append(e.source_event_id)
+        return RecordResult(new_ids, duplicates, cursor, recorded_stale)
+
+    def _held_versions(self, events: Sequence[NewEvent]) -> dict[tuple[str, str], int]:
+        """The highest version the inbox holds of each record these events are versions of."""
+        by_source: dict[str, set[str]] = {}
+        for e in events:
+            if e.record_key and e.record_version is not None:
+                by_source.setdefault(e.source, set()).add(e.record_key)
+        t = table(r.InboxEvent)
+        held: dict[tuple[str, str], int] = {}
+        for source, keys in by_source.items():  # one indexed IN per source, not an OR chain
+            stmt = (
+                select(t.c.record_key, func.max(t.c.record_version))
+                .where(t.c.source == source, t.c.record_key.in_(sorted(keys)))
+                .group_by(t.c.record_key)
+            )
+            for key, newest in self._session.execute(stmt):
+                if newest is not None:
+                    held[(source, key)] = newest
+        return held
 
     def pending(self, limit: int, *, after: int = 0) -> list[PendingEvent]:
         t = table(r.InboxEvent)

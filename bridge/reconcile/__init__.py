@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,12 +93,31 @@ def run_with(
     return run(ctx, names, apply=apply, since=since, driver=driver)
 
 
-def scheduled(runtime: Runtime, options: Options | None = None) -> Callable[[], None]:
-    """The daemon's reconciliation job: every reconciler, repairs written to the ledger
-    (the daemon's own dispatcher sends them)."""
+# The mapping check reads configuration (queues, roles, users: five ServiceNow reads even
+# when nothing is open); it need not run every few minutes: the idle call budget.
+MAPPING_CHECK_EVERY_SECONDS = 3600.0
+
+
+def scheduled(
+    runtime: Runtime,
+    options: Options | None = None,
+    *,
+    mapping_every: float = MAPPING_CHECK_EVERY_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[], None]:
+    """The daemon's reconciliation job: every reconciler (the mapping check at most every
+    ``mapping_every`` seconds), repairs written to the ledger (the daemon's own dispatcher
+    sends them)."""
+    mapping_at: list[float] = []
 
     def job() -> None:
-        report = run_with(runtime, apply=True, settle=False, options=options)
+        names = None
+        now = clock()
+        if mapping_at and now - mapping_at[0] < mapping_every:
+            names = [name for name in registry() if name != "mapping"]
+        else:
+            mapping_at[:] = [now]
+        report = run_with(runtime, names, apply=True, settle=False, options=options)
         log.info(
             "reconciliation %s: %d finding(s), %d unresolved",
             report.run_id,

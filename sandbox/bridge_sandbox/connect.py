@@ -33,6 +33,7 @@ def salesforce_values(sf: SalesforceSandbox) -> dict[str, Any]:
             "client_id": sf.client_id,
             "client_secret": sf.client_secret,
             "scrt_url": sf.scrt_url,
+            "pubsub_url": sf.pubsub_url,
             "org_id": sf.org_id,
             "authorization_context": AUTHORIZATION_CONTEXT,
         },

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import socket
 import statistics
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 
 from bridge.app.daemon import Daemon
 from bridge.app.runtime import Runtime
+from bridge.app.settings import Settings
 from bridge.ledger.sql import SqlLedger
 from bridge.logging import configure_logging
 from bridge.reconcile import run_with
@@ -119,6 +121,8 @@ class DemoReport:
     latency_ms: dict[str, float] = field(default_factory=dict)
     drift: int = 0
     reconcile_run: str = ""
+    # push mode: the instance's deliveries to the bridge's receiver, by how they ended
+    deliveries: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -138,8 +142,44 @@ class DemoReport:
             "latency_ms": self.latency_ms,
             "drift": self.drift,
             "reconcile_run": self.reconcile_run,
+            "deliveries": dict(self.deliveries),
             "ok": self.ok,
         }
+
+
+# The bridge's receiver in push mode (BRIDGE_SERVICENOW__INTAKE=push): the instance posts
+# to it as this user.
+RECEIVER_USER = "servicenow-sandbox"
+
+
+def receiver_values(ca: SandboxCA) -> dict[str, Any]:
+    """The receiver of a demo bridge: any free port, the sandboxes' certificate (the
+    instance trusts its CA), fresh Basic credentials."""
+    return {
+        "host": "127.0.0.1",
+        "port": 0,
+        "cert_file": ca.cert_file,
+        "key_file": ca.key_file,
+        "username": RECEIVER_USER,
+        "password": secrets.token_urlsafe(24),
+    }
+
+
+def wire_provider(sn: ServiceNowSandbox, daemon: Daemon, settings: Settings) -> None:
+    """Point the instance's provider subflow at the daemon's receiver once it listens (a
+    delivery before that would be lost until the sweeper's next run)."""
+    receiver = daemon.receiver
+    password = settings.receiver.password
+    if receiver is None or password is None or settings.receiver.username is None:
+        return
+    deadline = time.monotonic() + 15
+    while not receiver.listening:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bridge's ServiceNow events receiver did not start")
+        time.sleep(0.01)
+    sn.control.set_provider(
+        receiver.url, settings.receiver.username, password.get_secret_value(), str(sn.ca_bundle)
+    )
 
 
 @contextmanager
@@ -256,14 +296,15 @@ def _run(
         SalesforceSandbox(ca=ca, clock=clock, state_dir=directory / "salesforce") as sf,
         ServiceNowSandbox(ca=ca, clock=clock, state_dir=directory / "servicenow") as sn,
     ):
-        settings = sandbox_settings(
-            sf,
-            sn,
-            data_dir=directory,
-            ledger_url=ledger_url,
-            salesforce={"poll_interval": POLL_SECONDS},
-            servicenow={"poll_interval": POLL_SECONDS},
-        )
+        values: dict[str, Any] = {
+            "data_dir": directory,
+            "ledger_url": ledger_url,
+            "salesforce": {"poll_interval": POLL_SECONDS},
+            "servicenow": {"poll_interval": POLL_SECONDS},
+        }
+        settings = sandbox_settings(sf, sn, **values)
+        if settings.servicenow.intake == "push":  # the instance delivers to a receiver
+            settings = sandbox_settings(sf, sn, **values, receiver=receiver_values(ca))
         ledger = SqlLedger(ledger_url)
         ledger.upgrade()
         runtime = Runtime.build(settings, ledger=ledger)
@@ -285,7 +326,8 @@ def _run(
                 ended.append(conv)
             progress(done, len(scenarios))
 
-        with running_daemon(runtime):
+        with running_daemon(runtime) as daemon:
+            wire_provider(sn, daemon, settings)
             drive(cc, scenarios, finished)
             wait_quiet(ledger)
         for conv in ended:
@@ -303,6 +345,7 @@ def _run(
             "salesforce_interaction_api": api_calls(sf.scrt_counters),
             "servicenow": api_calls(sn.counters),
         }
+        report.deliveries = Counter(d["state"] for d in sn.control.deliveries())
         runtime.close()
         ledger.close()
         return report

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge.app.cli import app, main
-from bridge.ledger import NewEvent, SqlLedger
+from bridge.ledger import NewEvent, SqlLedger, migrate
 from tests.fixtures.ledger import record_events, seed_ledger
 
 runner = CliRunner()
@@ -46,19 +46,20 @@ def run_json(*args: str) -> Any:
 
 
 def test_db_upgrade_then_current(isolated: Path) -> None:
+    head = migrate.head()  # the newest migration shipped
     first = runner.invoke(app, ["db", "upgrade"])
     assert first.exit_code == 0, first.output
-    assert "upgraded (empty) -> 0001" in first.stdout
-    assert "already at 0001" in runner.invoke(app, ["db", "upgrade"]).stdout
+    assert f"upgraded (empty) -> {head}" in first.stdout
+    assert f"already at {head}" in runner.invoke(app, ["db", "upgrade"]).stdout
     assert (isolated / "data" / "ledger.db").is_file()
     assert run_json("db", "current") == {
         "url": f"sqlite:///{isolated / 'data' / 'ledger.db'}",
-        "current": "0001",
-        "head": "0001",
+        "current": head,
+        "head": head,
         "up_to_date": True,
     }
     down = runner.invoke(app, ["db", "downgrade", "base"])
-    assert "0001 -> (empty)" in down.stdout
+    assert f"{head} -> (empty)" in down.stdout
 
 
 def test_list_json_shape(ids: dict[str, str]) -> None:

@@ -62,12 +62,13 @@ def _broken_scripts(tmp_path: Path) -> Path:
     """The shipped migrations plus one that creates a table and then fails."""
     scripts = tmp_path / "scripts"
     shutil.copytree(migrate.migrations_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_broken.py").write_text(
+    # on top of whatever the newest shipped migration is
+    (scripts / "versions" / "9999_broken.py").write_text(
         '"""broken"""\n'
         "import sqlalchemy as sa\n"
         "from alembic import op\n"
-        'revision = "0002"\n'
-        'down_revision = "0001"\n'
+        'revision = "9999"\n'
+        f"down_revision = {migrate.head()!r}\n"
         "branch_labels = None\n"
         "depends_on = None\n"
         "def upgrade():\n"
@@ -83,9 +84,9 @@ def test_a_migration_failing_half_way_leaves_the_previous_revision(
     ledger: SqlLedger, tmp_path: Path
 ) -> None:
     scripts = _broken_scripts(tmp_path)
-    with pytest.raises(LedgerError, match="left at revision 0001"):
+    with pytest.raises(LedgerError, match=f"left at revision {migrate.head()}"):
         migrate.upgrade(ledger.engine, "head", scripts)
-    assert ledger.current() == "0001"
+    assert ledger.current() == migrate.head()
     assert "half_done" not in tables(ledger)
 
 

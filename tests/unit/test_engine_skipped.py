@@ -31,6 +31,7 @@ from engine_builders import (
     PSR,
     PSR_SN,
     PSR_TRANSFER,
+    SEG_2,
     SUPPORT,
     WI,
     WI_SN,
@@ -592,6 +593,116 @@ def test_no_psr_delete_for_an_accepted_conversation(tables: Tables) -> None:
             ops += [c.operation.value for c in decision.commands]
         assert "delete_psr" not in ops, order
         assert corr.state is S.CLOSED
+
+
+# --- second copies: a change read again through another stream, after others ------------
+
+
+def again(ev: Event) -> Event:
+    """The same change once more through another stream (another id: a change stream and
+    the sweeper both read the row)."""
+    return replace(ev, source_event_id=f"sweep:{ev.source_event_id}")
+
+
+def sf2sn_declined_in_salesforce() -> Correlation:
+    """Alice accepted the first offer in AWA, then declined the push in Salesforce: the
+    engine offered the conversation again (segment 2)."""
+    return thread(sf2sn(S.ASSIGNING), [aw("Declined")])
+
+
+def sn2sf_bob_assigned_after_alice_declined() -> Correlation:
+    """Alice declined in Omni-Channel; Omni pushed the work to Bob (segment 2)."""
+    return thread(
+        sn2sf(S.ASSIGNED),
+        [sn_aw("Declined"), sn_aw("Assigned", aw_id=AW_BOB_SN, user=BOB.sf_user_id)],
+    )
+
+
+class Copy(NamedTuple):
+    """A late second copy of an earlier segment's change: skipped as stale, nothing
+    changed; then what follows still reaches the end both systems show."""
+
+    name: str
+    before: Callable[[], Correlation]
+    copy: Event
+    state: str
+    then: tuple[Event, ...]
+    end: str
+    ops: list[str]
+
+
+ALICE_ACCEPTED_IN_AWA = awa("accepted", assigned_to=ALICE.sn_user_sys_id)
+COPIES = [
+    # issue 15 defect 3, sf2sn-second-copy-of-the-awa-acceptance-after-the-salesforce-decline
+    Copy(
+        "sf2sn offered: the first offer's AWA acceptance again (its segment id)",
+        sf2sn_declined_in_salesforce,
+        again(ALICE_ACCEPTED_IN_AWA),
+        "offered",
+        (),
+        "offered",
+        [],
+    ),
+    Copy(
+        "sf2sn offered: the first offer's AWA acceptance again (its work item, no segment id)",
+        sf2sn_declined_in_salesforce,
+        again(awa("accepted", assigned_to=ALICE.sn_user_sys_id, segment="")),
+        "offered",
+        (),
+        "offered",
+        [],
+    ),
+    Copy(
+        "sf2sn offered: the first offer's AWA acceptance again, then Bob accepts the second",
+        sf2sn_declined_in_salesforce,
+        again(ALICE_ACCEPTED_IN_AWA),
+        "offered",
+        (awa("accepted", sys_id=AWI_BOB, assigned_to=BOB.sn_user_sys_id, segment=SEG_2),),
+        "assigning",
+        ["create_agent_work"],
+    ),
+    # issue 15 defect 3, sn2sf-second-copy-of-an-earlier-decline-while-another-agent-has-it
+    Copy(
+        "sn2sf assigned: Alice's Declined again while Bob's AgentWork is followed",
+        sn2sf_bob_assigned_after_alice_declined,
+        again(sn_aw("Declined")),
+        "assigned",
+        (sn_aw("Opened", aw_id=AW_BOB_SN, user=BOB.sf_user_id),),
+        "active",
+        ["offer"],
+    ),
+    Copy(
+        "sn2sf assigned: Alice's push time-out again while Bob's AgentWork is followed",
+        lambda: thread(
+            sn2sf(S.ASSIGNED),
+            [
+                sn_aw("DeclinedOnPushTimeout"),
+                sn_aw("Assigned", aw_id=AW_BOB_SN, user=BOB.sf_user_id),
+            ],
+        ),
+        again(sn_aw("DeclinedOnPushTimeout")),
+        "assigned",
+        (sn_aw("Closed", aw_id=AW_BOB_SN, user=BOB.sf_user_id),),
+        "closed",
+        ["offer", "close_interaction"],
+    ),
+]
+
+
+@pytest.mark.parametrize("copy", COPIES, ids=[c.name for c in COPIES])
+def test_a_late_copy_of_an_earlier_segment_is_stale(copy: Copy, tables: Tables) -> None:
+    before = copy.before()
+    decision = translate(copy.copy, before, tables)
+    assert decision.outcome is EventOutcome.SKIPPED, (decision.rule_id, decision.reason)
+    assert decision.reason is not None
+    assert decision.reason.startswith("stale"), decision.reason
+    assert decision.commands == ()
+    assert decision.correlation == before, "a stale copy changes nothing"
+    decisions = read(before, copy.then, tables)
+    end = decisions[-1].correlation if decisions else decision.correlation
+    assert end is not None
+    assert end.state == copy.end
+    assert ops_of(decisions) == copy.ops
 
 
 # --- the sweep: every state, every later AgentWork snapshot ------------------------------

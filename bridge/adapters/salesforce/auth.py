@@ -42,6 +42,8 @@ class Token:
     access_token: SecretStr
     instance_url: str
     issued_at: float
+    # the org the token is for, from the identity URL (``.../id/<org id>/<user id>``)
+    org_id: str | None = None
 
 
 class SalesforceTokens:
@@ -121,8 +123,17 @@ class SalesforceTokens:
                 access_token=SecretStr(body["access_token"]),
                 instance_url=body["instance_url"],
                 issued_at=time.time(),
+                org_id=_org_of(body.get("id")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise Permanent(
                 f"OAuth answer without an access token and instance URL ({exc!r})", system=SYSTEM
             ) from exc
+
+
+def _org_of(identity: object) -> str | None:
+    """The org id of an identity URL ``https://login.salesforce.com/id/<org>/<user>``."""
+    if not isinstance(identity, str):
+        return None
+    parts = urlsplit(identity).path.strip("/").split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == "id" else None

@@ -156,6 +156,15 @@ class SalesforceAdapter:
             instance_url=sf.instance_url,
         )
 
+    @property
+    def tokens(self) -> SalesforceTokens:
+        """The login the adapter uses (the Pub/Sub API subscriber shares it)."""
+        return self._tokens
+
+    @property
+    def org_id(self) -> str | None:
+        return self._org_id
+
     # -- plumbing -------------------------------------------------------------------------
 
     def _client_for(self, token: Token) -> Salesforce:

@@ -71,10 +71,52 @@ OPEN_AGENT_WORK = ("Assigned", "Opened")
 EXTERNAL_ROUTING = "ExternalRouting"
 # The last part of the event id of a PSR on a queue the crosswalk does not map.
 UNMAPPED = "unmapped"
+# Records read by id per query (a change stream's GAP event can name many).
+BY_ID_BATCH = 200
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "attributes"}
+
+
+# The fields each kind of event carries (what the polls read).
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "psr": ("Id", "SystemModstamp", *PSR_FIELDS),
+    "agent_work": ("Id", "SystemModstamp", *AGENT_WORK_FIELDS),
+    "work_item": ("Id", "SystemModstamp", "Status", "OwnerId"),
+}
+
+
+def row_event(
+    kind: str,
+    record: dict[str, Any],
+    version: str,
+    *,
+    once: Callable[[dict[str, Any]], bool] | None = None,
+) -> NewEvent:
+    """A record (as a query or a change stream shows it) as an inbox event; its id names
+    the record and ``version`` (or ``unmapped`` when ``once`` says it is recorded once)."""
+    stamp = parse_sf_datetime(record["SystemModstamp"])
+    if once is not None and once(record):
+        version = UNMAPPED
+    return NewEvent(
+        source=SOURCE,
+        source_event_id=f"{kind}:{record['Id']}:{version}",
+        kind=kind,
+        occurred_at=stamp,
+        payload=record,
+    )
+
+
+def deleted_event(record_id: str, when: datetime) -> NewEvent:
+    """A PSR deletion as an inbox event (one per PSR, whoever saw it)."""
+    return NewEvent(
+        source=SOURCE,
+        source_event_id=f"psr_deleted:{record_id}",
+        kind="psr_deleted",
+        occurred_at=when,
+        payload={"Id": record_id, "deletedDate": when.isoformat()},
+    )
 
 
 class SalesforceIntake:
@@ -156,18 +198,9 @@ class SalesforceIntake:
         newest: datetime | None = None
         for row in rows:
             record = _plain(row)
-            stamp = parse_sf_datetime(record["SystemModstamp"])
-            newest = stamp if newest is None or stamp > newest else newest
-            version = UNMAPPED if once is not None and once(record) else record[key]
-            events.append(
-                NewEvent(
-                    source=SOURCE,
-                    source_event_id=f"{kind}:{record['Id']}:{version}",
-                    kind=kind,
-                    occurred_at=stamp,
-                    payload=record,
-                )
-            )
+            event = row_event(kind, record, str(record[key]), once=once)
+            newest = event.occurred_at if newest is None or event.occurred_at > newest else newest
+            events.append(event)
         reached: Watermark | None = None
         if newest is not None and (mark is None or newest > mark.at):
             reached = Watermark(newest, reached=now)
@@ -203,6 +236,51 @@ class SalesforceIntake:
         return self._record(
             stream, "psr", rows, now, "SystemModstamp", mark=mark, once=self._unmapped
         )
+
+    # -- for the change streams: the same events, from change events and reads by id ------
+
+    @property
+    def work_item_types(self) -> tuple[str, ...]:
+        """The work item objects whose end is read (those of the mapped channels)."""
+        return tuple(self._work_item_types)
+
+    def kind_of(self, sobject: str) -> str | None:
+        """The event kind the polls record for changes of ``sobject`` (None: none)."""
+        if sobject in self._work_item_types:
+            return "work_item"
+        return {"PendingServiceRouting": "psr", "AgentWork": "agent_work"}.get(sobject)
+
+    def stream_event(self, sobject: str, record: dict[str, Any], version: str) -> NewEvent | None:
+        """What the polls would record for this record of ``sobject`` (None: nothing, e.g.
+        a work item that has not ended), its id naming ``version`` of the change."""
+        kind = self.kind_of(sobject)
+        if kind is None:
+            return None
+        if kind == "work_item" and record.get("Status") not in ENDED_WORK_ITEM_STATUSES[sobject]:
+            return None
+        once = self._unmapped if kind == "psr" else None
+        return row_event(kind, _plain(record), version, once=once)
+
+    def read_by_id(self, sobject: str, record_ids: Sequence[str], now: datetime) -> list[NewEvent]:
+        """The records as they are now, as the polls record them (a change stream's GAP
+        event names records whose changes it could not send); a PSR that is gone is a
+        deletion."""
+        kind = self.kind_of(sobject)
+        if kind is None or not record_ids:
+            return []
+        columns = ", ".join(KIND_FIELDS[kind])
+        wanted = list(dict.fromkeys(record_ids))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), BY_ID_BATCH):  # a SOQL statement has a length limit
+            ids = ", ".join(soql_string(i) for i in wanted[start : start + BY_ID_BATCH])
+            soql = f"SELECT {columns} FROM {sobject} WHERE Id IN ({ids})"
+            rows += [_plain(r) for r in self._api.query(soql)]
+        key = "SystemModstamp" if kind == "psr" else "Status"
+        events = [e for r in rows if (e := self.stream_event(sobject, r, str(r[key]))) is not None]
+        if kind == "psr":
+            found = {str(r["Id"])[:15] for r in rows}
+            events += [deleted_event(i, now) for i in wanted if i[:15] not in found]
+        return events
 
     def _unmapped(self, psr: dict[str, Any]) -> bool:
         queue = psr.get("QueueId")
@@ -255,16 +333,7 @@ class SalesforceIntake:
         # second is in the window
         end = now.replace(microsecond=0) + timedelta(seconds=1)
         deleted = self._api.deleted("PendingServiceRouting", start, end)
-        events = [
-            NewEvent(
-                source=SOURCE,
-                source_event_id=f"psr_deleted:{record_id}",
-                kind="psr_deleted",
-                occurred_at=when,
-                payload={"Id": record_id, "deletedDate": when.isoformat()},
-            )
-            for record_id, when in deleted
-        ]
+        events = [deleted_event(record_id, when) for record_id, when in deleted]
         result = self._recorder.record(stream, events, Watermark(now))
         poll = PollResult(stream, len(result.inserted), len(result.duplicates), None)
         poll.observe(SOURCE, "psr_deleted")

@@ -24,7 +24,15 @@ from bridge.adapters.http import (
 )
 from bridge.adapters.servicenow.auth import SYSTEM, ServiceNowTokens
 from bridge.app.settings import Settings
-from bridge.errors import HTTP_ERRORS, ConfigError, ErrorRule, Permanent, from_http, from_transport
+from bridge.errors import (
+    HTTP_ERRORS,
+    ConfigError,
+    ErrorRule,
+    Permanent,
+    Skippable,
+    from_http,
+    from_transport,
+)
 
 T = TypeVar("T")
 
@@ -56,6 +64,16 @@ ERRORS: tuple[ErrorRule, ...] = (
             "Agent is not available",
             "Transfer failed - couldn't blind transfer to agent",
         )
+    ),
+    # The document closed before the offer reached AWA (the customer left, or an agent closed
+    # it in ServiceNow): there is nothing left to offer, and the close is the engine's news.
+    ErrorRule(
+        Skippable,
+        status=409,
+        message="Document is not active",
+        method="POST",
+        endpoint=OFFER,
+        reason="the document closed before the offer reached AWA",
     ),
     *HTTP_ERRORS,
 )

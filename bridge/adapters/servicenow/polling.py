@@ -16,7 +16,7 @@ Interactions are read for the mapped queues and every interaction the bridge mad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bridge.adapters.servicenow.client import ServiceNowApi
@@ -67,6 +67,42 @@ def stream_of(table: str) -> str:
 
 def parse_sn_datetime(value: str) -> datetime:
     return datetime.strptime(value, SN_TIME).replace(tzinfo=UTC)
+
+
+def fields_of(table: str) -> tuple[str, ...]:
+    """Every field of a ``table`` row the intake reads (the keys of its events' payload)."""
+    fields = WORK_ITEM_FIELDS if table == "awa_work_item" else INTERACTION_FIELDS
+    return ("sys_id", "sys_updated_on", "sys_mod_count", *fields)
+
+
+def polled(table: str, row: Mapping[str, str], mapped: Container[str]) -> bool:
+    """Would a poll read this row? The same conditions as the polls' queries, as far as a
+    row shows them: every work item (the poll reads every External queue's too: an unmapped
+    one becomes its one refusal); an interaction of a mapped queue or one the bridge made
+    (``correlation_id`` set)."""
+    if table == "awa_work_item":
+        return True
+    return row.get("queue") in mapped or bool(row.get("correlation_id"))
+
+
+def event_of(table: str, row: Mapping[str, str], mapped: Container[str]) -> NewEvent:
+    """The inbox event of one ``awa_work_item`` / ``interaction`` row, whether a poll read
+    it or the instance pushed it: one key (``table:sys_id:sys_mod_count``), so that a push
+    and a sweep of the same change are one event. A work item on a queue the crosswalk does
+    not map (``mapped``) is one event per item, ``UNMAPPED`` in place of its version: one
+    refusal however often it changes."""
+    unmapped = table == "awa_work_item" and row.get("queue") not in mapped
+    mod_count = row.get("sys_mod_count", "")
+    version = UNMAPPED if unmapped else mod_count
+    return NewEvent(
+        source=SOURCE,
+        source_event_id=f"{table}:{row['sys_id']}:{version}",
+        kind=table,
+        occurred_at=parse_sn_datetime(row["sys_updated_on"]),
+        payload=row,
+        record_key=f"{table}:{row['sys_id']}",
+        record_version=int(mod_count) if mod_count.isdigit() and not unmapped else None,
+    )
 
 
 class ServiceNowIntake:
@@ -131,16 +167,7 @@ class ServiceNowIntake:
             rows = self._api.changed(table, fields, after, self._page, extra_query=condition)
             if not rows:
                 break
-            events = [
-                NewEvent(
-                    source=SOURCE,
-                    source_event_id=f"{kind}:{row['sys_id']}:{self._version(table, row)}",
-                    kind=kind,
-                    occurred_at=parse_sn_datetime(row["sys_updated_on"]),
-                    payload=row,
-                )
-                for row in rows
-            ]
+            events = [event_of(table, row, self._mapped) for row in rows]
             last = rows[-1]
             after = (last["sys_updated_on"], last["sys_id"])
             at = parse_sn_datetime(last["sys_updated_on"])
@@ -165,10 +192,3 @@ class ServiceNowIntake:
         poll = PollResult(stream, recorded, duplicates, lag)
         poll.observe(SOURCE, kind)
         return poll
-
-    def _version(self, table: str, row: dict[str, str]) -> str:
-        """What tells one event of a record from the next: its ``sys_mod_count``, except
-        for a work item on a queue the crosswalk does not map (one refusal per item)."""
-        if table == "awa_work_item" and row.get("queue") not in self._mapped:
-            return UNMAPPED
-        return row.get("sys_mod_count", "")

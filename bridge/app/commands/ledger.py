@@ -276,9 +276,11 @@ def stats(as_json: JsonFlag = False) -> None:
     """Counts by state and status, open correlations, intake cursors, last reconciliation."""
     with open_ledger().reading() as tx:
         data = tx.audit.stats()
+    data["intake"] = _intake_modes()
     if as_json:
         print_json(data)
         return
+    print_fields(data["intake"], title="intake modes (settings)")
     corr = data["correlations"]
     print_fields(
         {"total": corr["total"], "open": corr["open"], **corr["by_direction"]},
@@ -298,10 +300,32 @@ def stats(as_json: JsonFlag = False) -> None:
             )
     if data["cursors"]:
         print_table(
-            [{"stream": k, **v} for k, v in data["cursors"].items()],
-            columns("stream", "position", "updated_at"),
-            "cursors",
+            [
+                {"stream": k, **v, "position": v.get("replay_id", v["position"])}
+                for k, v in data["cursors"].items()
+            ],
+            columns("stream", "mode", "position", "origin", "updated_at"),
+            "cursors (a change stream's position is its replay id)",
         )
+
+
+def _intake_modes() -> dict[str, str]:
+    """How each system's changes reach the bridge, as configured (the polls stay as a
+    sweeper in the stream modes)."""
+    settings = load_settings()
+    modes: dict[str, str] = {}
+    for name, section in (("salesforce", settings.salesforce), ("servicenow", settings.servicenow)):
+        mode = str(getattr(section, "intake", "poll"))
+        sweep = getattr(section, "sweep_interval", None)
+        poll = section.poll_interval
+        modes[name] = (
+            f"{mode} (polls every {poll:g}s)"
+            if mode == "poll"
+            else f"{mode} (sweeper every {sweep:g}s)"
+            if sweep
+            else mode
+        )
+    return modes
 
 
 EVENT_COLUMNS = columns(

@@ -9,8 +9,8 @@ import typer
 
 from bridge.app.commands.common import JsonFlag, console, print_json
 from bridge.app.commands.discover import discover
-from bridge.app.settings import load_settings
-from bridge.domain.mapping import LiveDirectory, Tables, check_live, check_tables
+from bridge.app.settings import env_name, load_settings
+from bridge.domain.mapping import LiveDirectory, Problem, Tables, check_live, check_tables
 
 if TYPE_CHECKING:
     from bridge.adapters.salesforce.client import SalesforceApi
@@ -42,6 +42,28 @@ def live_directory() -> LiveDirectory:
     )
 
 
+def stream_problems(tables: Tables) -> list[Problem]:
+    """In ``pubsub`` intake: the channel and every change event the bridge expects on it
+    (PSR, AgentWork, each mapped work item's), as the org's Pub/Sub API answers."""
+    settings = load_settings()
+    if settings.salesforce.intake != "pubsub":
+        return []
+    # only --live needs the clients
+    from bridge.adapters.salesforce.client import SalesforceAdapter  # noqa: PLC0415
+    from bridge.adapters.salesforce.pubsub.client import (  # noqa: PLC0415
+        channel_problems,
+        pubsub_client,
+    )
+
+    client = pubsub_client(settings, SalesforceAdapter.from_settings(settings))
+    try:
+        found = channel_problems(client, [c.sf_work_item_type for c in tables.crosswalk.channels])
+    finally:
+        client.shutdown()
+    setting = env_name("salesforce", "pubsub_channel")
+    return [Problem("settings", None, setting, message) for message in found]
+
+
 @app.command("check")
 def check(
     directory: Annotated[
@@ -57,7 +79,7 @@ def check(
     directory = directory or load_settings().mappings_dir
     tables, problems = check_tables(directory)
     if tables is not None and live:
-        problems = check_live(tables, live_directory())
+        problems = check_live(tables, live_directory()) + stream_problems(tables)
     if as_json:
         print_json(
             {

@@ -21,7 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge_sandbox.salesforce import control, interaction_api
 from bridge_sandbox.salesforce.auth import DEFAULT_TOKEN_TTL, OAuth, generate_jwt_key_pair
+from bridge_sandbox.salesforce.cometd import StreamingApi
 from bridge_sandbox.salesforce.omni import OmniChannel
+from bridge_sandbox.salesforce.pubsub import DEFAULT_KEEPALIVE_INTERVAL, PubSubApi, PubSubServer
 from bridge_sandbox.salesforce.rest import (
     DEFAULT_DAILY_API_LIMIT,
     DEFAULT_PAGE_SIZE,
@@ -94,6 +96,8 @@ class SalesforceSandbox:
         page_size: int = DEFAULT_PAGE_SIZE,
         daily_api_limit: int = DEFAULT_DAILY_API_LIMIT,
         token_ttl: timedelta = DEFAULT_TOKEN_TTL,
+        pubsub_port: int = 0,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
     ) -> None:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="bridge-sf-sandbox-"))
         self.ca = ca or SandboxCA(self.state_dir / "ca")
@@ -129,9 +133,20 @@ class SalesforceSandbox:
         self.omni = OmniChannel(self)
         self.org.add_behaviour(self.omni)
         self.control = control.OmniControl(self)
+        # the Pub/Sub API (gRPC) on the org's change log
+        self.pubsub = PubSubApi(self, keepalive_interval=keepalive_interval)
+        self._pubsub_host = PubSubServer(self.pubsub, self.ca, port=pubsub_port)
+        # PushTopics and the CometD endpoint (Streaming API)
+        self.streaming = StreamingApi(self)
 
         rest_app = Starlette(
-            routes=[*self.oauth.routes(), *self.rest.routes(), *control.routes(self)],
+            routes=[
+                *self.oauth.routes(),
+                *self.rest.routes(),
+                *control.routes(self),
+                *self.streaming.routes(),
+                *self.streaming.control_routes(),
+            ],
             exception_handlers={
                 HTTPException: self.rest.http_exception,
                 Exception: self.rest.http_exception,
@@ -182,6 +197,11 @@ class SalesforceSandbox:
         return self._scrt_host.url
 
     @property
+    def pubsub_url(self) -> str:
+        """The Pub/Sub API endpoint as ``host:port``."""
+        return self._pubsub_host.url
+
+    @property
     def ca_bundle(self) -> Path:
         return self.ca.ca_bundle
 
@@ -198,6 +218,7 @@ class SalesforceSandbox:
         return {
             "instance_url": self.instance_url,
             "scrt_url": self.scrt_url,
+            "pubsub_url": self.pubsub_url,
             "ca_bundle": str(self.ca_bundle),
             "org_id": self.org_id,
             "client_id": self.client_id,
@@ -224,6 +245,7 @@ class SalesforceSandbox:
         """Back to the seed, no faults, zero counters and API usage; tokens stay valid."""
         self.org.reset()
         self.rest.reset()
+        self.pubsub.reset()
         for faults in (self.rest_faults, self.scrt_faults):
             faults.clear()
         for counters in (self.counters, self.scrt_counters):
@@ -233,12 +255,15 @@ class SalesforceSandbox:
         self._rest_host.start()
         try:
             self._scrt_host.start()
+            self._pubsub_host.start()
         except BaseException:
+            self._scrt_host.stop()
             self._rest_host.stop()
             raise
         return self
 
     def stop(self) -> None:
+        self._pubsub_host.stop()
         self._scrt_host.stop()
         self._rest_host.stop()
 

@@ -12,12 +12,17 @@ import typer
 
 from bridge_sandbox.connect import write_salesforce_env
 from bridge_sandbox.salesforce.app import SalesforceSandbox
+from bridge_sandbox.salesforce.pubsub import DEFAULT_KEEPALIVE_INTERVAL
 from bridge_sandbox.serving import DEFAULT_STATE_DIR, SandboxCA
 
 
 def salesforce(
     port: Annotated[int, typer.Option(help="REST instance port (0: any free port).")] = 0,
     scrt_port: Annotated[int, typer.Option(help="Interaction Service API port (0: any).")] = 0,
+    pubsub_port: Annotated[int, typer.Option(help="Pub/Sub API (gRPC) port (0: any).")] = 0,
+    keepalive: Annotated[
+        float, typer.Option(help="Seconds between Pub/Sub keepalives on an idle stream.")
+    ] = DEFAULT_KEEPALIVE_INTERVAL,
     state_dir: Annotated[
         Path,
         typer.Option(
@@ -28,7 +33,14 @@ def salesforce(
 ) -> None:
     """Serve the sandbox Salesforce org over HTTPS on 127.0.0.1 until Ctrl-C or SIGTERM."""
     ca = SandboxCA.shared(state_dir, server="salesforce")
-    sandbox = SalesforceSandbox(ca=ca, port=port, scrt_port=scrt_port, state_dir=state_dir)
+    sandbox = SalesforceSandbox(
+        ca=ca,
+        port=port,
+        scrt_port=scrt_port,
+        state_dir=state_dir,
+        pubsub_port=pubsub_port,
+        keepalive_interval=keepalive,
+    )
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -42,6 +54,7 @@ def salesforce(
         typer.echo(f"Salesforce sandbox org {sandbox.org_id}")
         typer.echo(f"  instance_url  {sandbox.instance_url}")
         typer.echo(f"  scrt_url      {sandbox.scrt_url}")
+        typer.echo(f"  pubsub_url    {sandbox.pubsub_url}")
         typer.echo(f"  ca_bundle     {sandbox.ca_bundle}")
         typer.echo(f"  username      {sandbox.username}")
         typer.echo(f"  client_id     {sandbox.client_id}")

@@ -155,6 +155,78 @@ class OmniControl:
         """Back to the seed, no faults, zero counters."""
         self.sandbox.reset()
 
+    def data_centre_switch(self, logout_agents: bool = True) -> dict[str, Any]:
+        """The org is recovered on another instance (the Omni-Channel guide's data-centre
+        switch): every replay id handed out so far is void on both stream APIs, every
+        stream connection ends, and online agents are logged out (the recovery's
+        downtime). The records and the REST endpoints stay as they are."""
+        self.sandbox.pubsub.void_replay_ids()
+        dropped = self.sandbox.pubsub.drop_connections()
+        expired = self.sandbox.streaming.expire()  # a stored PushTopic replay id: 400
+        clients = self.sandbox.streaming.drop_clients()  # 403::Unknown client
+        logged_out: list[str] = []
+        if logout_agents:
+            online = self.sandbox.org.where("UserServicePresence", IsCurrentState=True)
+            for user_id in sorted({str(p["UserId"]) for p in online}):
+                self.sandbox.omni.set_presence(user_id, False)
+                logged_out.append(user_id)
+        return {
+            "pubsub_streams_dropped": dropped,
+            "cometd_events_expired": expired,
+            "cometd_clients_dropped": clients,
+            "agents_logged_out": logged_out,
+        }
+
+    # -- Pub/Sub API streams ----------------------------------------------------------------
+    def pubsub_drop_connections(self) -> int:
+        """Every open Subscribe call ends (UNAVAILABLE); returns how many."""
+        return self.sandbox.pubsub.drop_connections()
+
+    def pubsub_keepalives(self, enabled: bool, interval: float | None = None) -> dict[str, Any]:
+        """Keepalives on or off (a stalled stream), optionally at a new interval (s)."""
+        try:
+            return self.sandbox.pubsub.set_keepalives(enabled, interval)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from exc
+
+    def pubsub_drop_event(
+        self, channel: str | None = None, entity: str | None = None
+    ) -> dict[str, Any]:
+        """The next event a stream would deliver (on ``channel`` / of ``entity``) is lost."""
+        return self._pubsub_fault("drop", channel, entity, 0.0)
+
+    def pubsub_delay_event(
+        self, seconds: float, channel: str | None = None, entity: str | None = None
+    ) -> dict[str, Any]:
+        """The next event a stream would deliver is held back ``seconds`` (real time)."""
+        return self._pubsub_fault("delay", channel, entity, seconds)
+
+    def pubsub_gap_event(
+        self, channel: str | None = None, entity: str | None = None
+    ) -> dict[str, Any]:
+        """The next event a stream would deliver goes out as a GAP_ event (no fields)."""
+        return self._pubsub_fault("gap", channel, entity, 0.0)
+
+    def pubsub_expire_retention(self) -> int:
+        """Every retained change event falls out of retention; returns how many."""
+        return self.sandbox.pubsub.expire_retention()
+
+    def pubsub_void_replay_ids(self) -> None:
+        """Every replay id handed out so far is refused (the org moved instance)."""
+        self.sandbox.pubsub.void_replay_ids()
+
+    def pubsub_deliveries(self) -> dict[str, Any]:
+        """Events, keepalives and subscriptions per channel; open streams."""
+        return self.sandbox.pubsub.deliveries()
+
+    def _pubsub_fault(
+        self, action: str, channel: str | None, entity: str | None, seconds: float
+    ) -> dict[str, Any]:
+        try:
+            return self.sandbox.pubsub.add_fault(action, channel, entity, seconds)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from exc
+
     def _faults(self, host: str) -> Faults:
         return {"rest": self.sandbox.rest_faults, "scrt": self.sandbox.scrt_faults}[_host(host)]
 
@@ -189,6 +261,17 @@ def _seconds(body: dict[str, Any]) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ControlError("'seconds' must be a number")
     return float(value)
+
+
+def _keepalives(control: OmniControl, params: dict[str, str], body: dict[str, Any]) -> Any:
+    enabled, interval = body.get("enabled"), body.get("interval")
+    if not isinstance(enabled, bool):
+        raise ControlError("'enabled' must be true or false")
+    if interval is not None and (
+        not isinstance(interval, int | float) or isinstance(interval, bool)
+    ):
+        raise ControlError("'interval' must be a number of seconds")
+    return control.pubsub_keepalives(enabled, None if interval is None else float(interval))
 
 
 def _presence(control: OmniControl, params: dict[str, str], body: dict[str, Any]) -> Any:
@@ -249,6 +332,49 @@ _ACTIONS: list[tuple[str, str, Action]] = [
     ("DELETE", "/__sandbox/counters/{host}", lambda c, p, b: c.reset_counters(p["host"])),
     ("POST", "/__sandbox/tokens/revoke", lambda c, p, b: {"revoked": c.revoke_tokens()}),
     ("POST", "/__sandbox/reset", lambda c, p, b: c.reset()),
+    (
+        "POST",
+        "/__sandbox/data-centre-switch",
+        lambda c, p, b: c.data_centre_switch(b.get("logout_agents", True) is not False),
+    ),
+    (
+        "POST",
+        "/__sandbox/streams/pubsub/drop-connections",
+        lambda c, p, b: {"dropped": c.pubsub_drop_connections()},
+    ),
+    ("POST", "/__sandbox/streams/pubsub/keepalives", _keepalives),
+    (
+        "POST",
+        "/__sandbox/streams/pubsub/drop-event",
+        lambda c, p, b: c.pubsub_drop_event(
+            _text(b, "channel", required=False), _text(b, "entity", required=False)
+        ),
+    ),
+    (
+        "POST",
+        "/__sandbox/streams/pubsub/delay-event",
+        lambda c, p, b: c.pubsub_delay_event(
+            _seconds(b), _text(b, "channel", required=False), _text(b, "entity", required=False)
+        ),
+    ),
+    (
+        "POST",
+        "/__sandbox/streams/pubsub/gap-event",
+        lambda c, p, b: c.pubsub_gap_event(
+            _text(b, "channel", required=False), _text(b, "entity", required=False)
+        ),
+    ),
+    (
+        "POST",
+        "/__sandbox/streams/pubsub/retention/expire",
+        lambda c, p, b: {"expired": c.pubsub_expire_retention()},
+    ),
+    (
+        "POST",
+        "/__sandbox/streams/pubsub/replay-ids/void",
+        lambda c, p, b: c.pubsub_void_replay_ids(),
+    ),
+    ("GET", "/__sandbox/streams/pubsub/deliveries", lambda c, p, b: c.pubsub_deliveries()),
 ]
 
 

@@ -22,10 +22,10 @@ from starlette.routing import Route
 
 from bridge_sandbox.salesforce import ids
 from bridge_sandbox.salesforce.auth import OAuth, Token
+from bridge_sandbox.salesforce.changelog import RETENTION
 from bridge_sandbox.salesforce.schema import SObject
 from bridge_sandbox.salesforce.soql import json_value
 from bridge_sandbox.salesforce.store import (
-    RETENTION,
     Org,
     SalesforceApiError,
     id18,

@@ -165,8 +165,9 @@ ROUTING_MODELS = ("MostAvailable", "LeastActive", "ExternalRouting")
 ROUTING_TYPES = ("QueueBased", "SkillsBased")
 WORK_ITEMS = ("MessagingSession", "Case")
 # Key prefixes, with GroupMember which the bridge never creates ids for.
-PREFIXES: dict[str, str] = {**KEY_PREFIX, "GroupMember": "011"}
+PREFIXES: dict[str, str] = {**KEY_PREFIX, "GroupMember": "011", "PushTopic": "0IF"}
 USER_OR_QUEUE = ("User", "Group")
+NOTIFY_FOR_FIELDS = ("All", "Referenced", "Select", "Where")
 
 
 def _objects() -> list[SObject]:
@@ -313,6 +314,19 @@ def _objects() -> list[SObject]:
             _f("ActiveTime", _I),
             _f("HandleTime", _I),
             _f("SpeedToAnswer", _I),
+        ],
+        # Streaming API: the query is checked by the org (bridge_sandbox.salesforce.cometd).
+        "PushTopic": [
+            _f("Name", _S, "CR"),
+            _f("Query", _S, "CUR"),
+            _f("ApiVersion", _D, "CUR"),
+            _f("Description", _S, "CU"),
+            _bool("IsActive", "CU", default=True),
+            _f("NotifyForFields", _P, "CU", default="Referenced", values=NOTIFY_FOR_FIELDS),
+            _bool("NotifyForOperationCreate", "CU", default=True),
+            _bool("NotifyForOperationUpdate", "CU", default=True),
+            _bool("NotifyForOperationDelete", "CU", default=True),
+            _bool("NotifyForOperationUndelete", "CU", default=True),
         ],
     }
     return [

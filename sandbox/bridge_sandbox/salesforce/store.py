@@ -9,18 +9,17 @@ until the retention period of sandbox time has passed.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from bridge_sandbox import seed as seed_data
 from bridge_sandbox.salesforce import ids
 from bridge_sandbox.salesforce import soql as soql_module
+from bridge_sandbox.salesforce.changelog import RETENTION, ChangeLog
 from bridge_sandbox.salesforce.schema import (
     SCHEMA,
     Field,
@@ -29,8 +28,6 @@ from bridge_sandbox.salesforce.schema import (
 )
 from bridge_sandbox.salesforce.soql import FieldType
 from bridge_sandbox.serving import Clock
-
-RETENTION = timedelta(hours=72)
 
 # Fields the bridge and Omni-Channel filter on: looked up by value instead of scanned.
 INDEXED_FIELDS = frozenset(
@@ -102,99 +99,6 @@ class Behaviour(Protocol):
     def after_delete(
         self, org: Org, sobject: str, record: dict[str, Any], system: bool
     ) -> None: ...
-
-
-@dataclass(frozen=True)
-class ChangeEvent:
-    """One Change Data Capture event: what changed, when, by whom, with the new values."""
-
-    replay_id: int
-    entity: str
-    change_type: str  # CREATE | UPDATE | DELETE
-    record_id: str
-    changed_fields: tuple[str, ...]
-    commit_timestamp: datetime
-    values: Mapping[str, Any] = field(default_factory=dict)
-
-
-class ChangeLog:
-    """The org's change events in replay-id order, kept for the retention period."""
-
-    def __init__(self, clock: Clock, retention: timedelta = RETENTION) -> None:
-        self._clock = clock
-        self._retention = retention
-        self._events: list[ChangeEvent] = []
-        self._replay_ids: list[int] = []
-        self._next = 1
-        self._lock = threading.Lock()
-
-    def append(
-        self,
-        entity: str,
-        change_type: str,
-        record_id: str,
-        changed_fields: Iterable[str],
-        values: Mapping[str, Any] | None = None,
-    ) -> int:
-        with self._lock:
-            replay_id = self._next
-            self._next += 1
-            event = ChangeEvent(
-                replay_id,
-                entity,
-                change_type,
-                record_id,
-                tuple(changed_fields),
-                self._clock.now(),
-                dict(values or {}),
-            )
-            self._events.append(event)
-            self._replay_ids.append(replay_id)
-            self._prune()
-            return replay_id
-
-    def since(self, replay_id: int = 0, entity: str | None = None) -> list[ChangeEvent]:
-        """Events after ``replay_id`` (0: all retained), optionally of one entity."""
-        with self._lock:
-            start = bisect.bisect_right(self._replay_ids, replay_id)
-            events = self._events[start:]
-        return [e for e in events if entity is None or e.entity == entity]
-
-    @property
-    def latest_replay_id(self) -> int:
-        with self._lock:
-            return self._next - 1
-
-    @property
-    def earliest_replay_id(self) -> int | None:
-        with self._lock:
-            return self._replay_ids[0] if self._replay_ids else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._events.clear()
-            self._replay_ids.clear()
-
-    def rollback_to(self, replay_id: int) -> None:
-        """Forget the events after ``replay_id`` (a transaction that did not commit)."""
-        with self._lock:
-            keep = bisect.bisect_right(self._replay_ids, replay_id)
-            del self._events[keep:]
-            del self._replay_ids[keep:]
-            self._next = replay_id + 1
-
-    def prune(self) -> None:
-        with self._lock:
-            self._prune()
-
-    def _prune(self) -> None:
-        cutoff = self._clock.now() - self._retention
-        drop = 0
-        while drop < len(self._events) and self._events[drop].commit_timestamp < cutoff:
-            drop += 1
-        if drop:
-            del self._events[:drop]
-            del self._replay_ids[:drop]
 
 
 def _to_ms(moment: datetime) -> datetime:
@@ -415,7 +319,7 @@ class Org:
         name = self._canonical(sobject)
         definition = self.schema.sobjects[name]
         _check_call(definition, "inserted", definition.createable, system)
-        with self.lock:
+        with self.lock, self.changes.transaction(self.api_user_id):
             values = self._typed(definition, fields, system=system, creating=True)
             record = self._new_record(definition, values)
             for behaviour in self._active_behaviours():
@@ -427,6 +331,7 @@ class Org:
                 record["Id"],
                 [k for k, v in record.items() if v is not None and k not in ("Id", "IsDeleted")],
                 {k: v for k, v in record.items() if v is not None},
+                record,
             )
             created = dict(record)
             for behaviour in self._active_behaviours():
@@ -439,7 +344,7 @@ class Org:
         name = self._canonical(sobject)
         definition = self.schema.sobjects[name]
         _check_call(definition, "updated", definition.updateable, system)
-        with self.lock:
+        with self.lock, self.changes.transaction(self.api_user_id):
             current = self._require_live(name, record_id)
             changes = self._typed(definition, fields, system=system, creating=False)
             old = dict(current)
@@ -453,7 +358,7 @@ class Org:
             self._touch(name, current)
             self._index(name, current)
             self.changes.append(
-                name, "UPDATE", current["Id"], changed, {k: current[k] for k in changed}
+                name, "UPDATE", current["Id"], changed, {k: current[k] for k in changed}, current
             )
             new = dict(current)
             for behaviour in self._active_behaviours():
@@ -464,14 +369,14 @@ class Org:
         name = self._canonical(sobject)
         definition = self.schema.sobjects[name]
         _check_call(definition, "deleted", definition.deletable, system)
-        with self.lock:
+        with self.lock, self.changes.transaction(self.api_user_id):
             current = self._require_live(name, record_id)
             for behaviour in self._active_behaviours():
                 behaviour.before_delete(self, name, dict(current), system)
             self._unindex(name, current)
             current["IsDeleted"] = True
             self._touch(name, current)
-            self.changes.append(name, "DELETE", current["Id"], [])
+            self.changes.append(name, "DELETE", current["Id"], [], record=current)
             deleted = dict(current)
             for behaviour in self._active_behaviours():
                 behaviour.after_delete(self, name, dict(deleted), system)
@@ -482,8 +387,9 @@ class Org:
         """All or nothing: on an exception, the records, ids and change log are put back.
 
         Copies the whole store, so it is for the rare all-or-none calls, not every write.
+        Its change events become visible to subscribers together, when it commits.
         """
-        with self.lock:
+        with self.lock, self.changes.transaction(self.api_user_id):
             saved = (
                 {n: {i: dict(r) for i, r in t.items()} for n, t in self._tables.items()},
                 {n: dict(o) for n, o in self._modstamp_order.items()},

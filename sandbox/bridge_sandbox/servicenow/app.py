@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bridge_sandbox import seed
 from bridge_sandbox.servicenow import awa, batch_api, control, table_api
 from bridge_sandbox.servicenow.auth import Authenticator, OAuthClient
+from bridge_sandbox.servicenow.provider import Deliveries
 from bridge_sandbox.servicenow.ratelimit import RateLimitExceeded, RateLimits
 from bridge_sandbox.servicenow.store import (
     INTEGRATION_PASSWORD,
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 TOKEN_PATH = "/oauth_token.do"  # noqa: S105 - a path, not a secret
 STATE_FILE = "servicenow.json"
+# What the instance calls itself (``dev12345`` on a developer instance): the deliveries'
+# ``instance`` field.
+INSTANCE_NAME = "sandbox"
 _JSON_TYPES = ("application/json", "application/*", "*/*")
 
 
@@ -180,6 +185,11 @@ class ServiceNowSandbox:
         self.strict_queries = strict_queries
         self.max_body_bytes = max_body_bytes
         self.instance = Instance(self.clock)
+        # The provider subflow trusts the sandbox CA unless told otherwise (a bridge
+        # receiver may serve a certificate of that CA: ``ca.cert_file``).
+        self.deliveries = Deliveries(
+            self.instance, self.clock, instance_name=INSTANCE_NAME, default_ca=self.ca.ca_bundle
+        )
         self.awa = awa.Awa(self.instance)
         self.instance.add_behaviour(self.awa)
         self.auth = Authenticator(self.instance, self.clock)
@@ -237,6 +247,7 @@ class ServiceNowSandbox:
         return self
 
     def stop(self) -> None:
+        self.deliveries.stop()
         self._served.stop()
 
     def __enter__(self) -> ServiceNowSandbox:
@@ -251,11 +262,13 @@ class ServiceNowSandbox:
         self.stop()
 
     def reset(self) -> None:
-        """Back to the seed: data, pending AWA deadlines, tokens, rate limits, faults and
-        counters (the clock keeps its time)."""
+        """Back to the seed: data, pending AWA deadlines, tokens, rate limits, faults,
+        counters and the delivery log, queue and faults (the clock keeps its time, the
+        provider endpoint stays configured)."""
         with self.instance.lock:
             self.instance.reset()
             self.awa.reset()
+            self.deliveries.reset()
         self.auth.revoke_all()
         self.rate_limits.clear()
         self.faults.clear()
@@ -274,7 +287,12 @@ class ServiceNowSandbox:
         }
 
     def write_state(self, directory: Path) -> Path:
+        """``servicenow.json``, written whole or not at all (readers poll for it; it holds
+        the credentials: mode 0600)."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / STATE_FILE
-        path.write_text(json.dumps(self.state(), indent=2) + "\n", encoding="utf-8")
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(self.state(), indent=2) + "\n", encoding="utf-8")
+        partial.chmod(0o600)
+        partial.replace(path)
         return path

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bridge_sandbox.servicenow.awa import INTERACTION, WORK_ITEM, by_sys_id_or_name, json_body
+from bridge_sandbox.servicenow.provider import check_endpoint
 from bridge_sandbox.servicenow.store import ServiceNowApiError, format_datetime, json_response
 from bridge_sandbox.serving import CONTROL_PREFIX, Fault
 
@@ -165,6 +166,57 @@ class AwaControl:
     def reset_counters(self) -> None:
         self.sandbox.counters.reset()
 
+    # -- the provider subflow (AWA External Routing deliveries) --------------------------
+
+    def set_provider(
+        self, url: str, username: str, password: str, ca_file: str | None = None
+    ) -> dict[str, Any]:
+        """Point the provider subflow at an endpoint (Basic auth; TLS verified against
+        ``ca_file``, default the sandbox CA): every later work item / interaction change
+        is POSTed there once. Returns the endpoint (without the password)."""
+        endpoint = check_endpoint(url, username, password, ca_file)
+        return self.sandbox.deliveries.configure(endpoint).as_dict()
+
+    def provider(self) -> dict[str, Any] | None:
+        endpoint = self.sandbox.deliveries.endpoint
+        return None if endpoint is None else endpoint.as_dict()
+
+    def clear_provider(self) -> None:
+        """No provider: changes are not delivered (what was queued is discarded)."""
+        self.sandbox.deliveries.unconfigure()
+
+    def deliveries(
+        self, sys_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The delivery log (like ``sys_flow_context``), oldest first: of one record if
+        ``sys_id``, the last ``limit`` if given."""
+        return self.sandbox.deliveries.log(sys_id, limit)
+
+    def clear_deliveries(self) -> None:
+        self.sandbox.deliveries.clear_log()
+
+    def wait_deliveries(self, timeout: float = 5.0) -> bool:
+        """Wait until no delivery is queued or in flight (False on time-out)."""
+        return self.sandbox.deliveries.wait_idle(timeout)
+
+    def set_delivery_faults(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Faults of the next deliveries: ``drop`` n, ``delay_ms``, ``duplicate`` n,
+        ``reorder`` n (given ones set, the others kept). Returns the faults now."""
+        return self.sandbox.deliveries.set_faults(spec).as_dict()
+
+    def delivery_faults(self) -> dict[str, Any]:
+        return self.sandbox.deliveries.faults().as_dict()
+
+    def clear_delivery_faults(self) -> None:
+        self.sandbox.deliveries.clear_faults()
+
+    def pause_deliveries(self) -> None:
+        """Hold deliveries (queued, in order) until ``resume_deliveries``."""
+        self.sandbox.deliveries.pause()
+
+    def resume_deliveries(self) -> None:
+        self.sandbox.deliveries.resume()
+
     def reset(self) -> None:
         """Back to the seed: records, pending time-outs, tokens, faults and counters."""
         with self.instance.lock:
@@ -223,10 +275,22 @@ def _number(body: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
+def _limit(query: Mapping[str, Any]) -> int | None:
+    raw = query.get("limit")
+    if raw in (None, ""):
+        return None
+    if not str(raw).isdigit():
+        raise bad_request("Invalid 'limit'", "a whole number >= 0 is required")
+    return int(str(raw))
+
+
 def _action(control: AwaControl, act: Action) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
-            body = await json_body(request) if request.method in ("POST", "PUT") else {}
+            if request.method in ("POST", "PUT"):
+                body = await json_body(request)
+            else:  # a GET's parameters are in its query
+                body = dict(request.query_params)
             result = act(control, body, request.path_params)
         except ServiceNowApiError as exc:
             return exc.response()
@@ -280,6 +344,26 @@ _ACTIONS: list[tuple[str, str, Action]] = [
     ("GET", "/counters", lambda c, b, p: c.counters()),
     ("DELETE", "/counters", _nothing(AwaControl.reset_counters)),
     ("POST", "/reset", _nothing(AwaControl.reset)),
+    ("GET", "/provider", lambda c, b, p: c.provider()),
+    (
+        "POST",
+        "/provider",
+        lambda c, b, p: c.set_provider(
+            _text(b, "url"), _text(b, "username"), _text(b, "password"), b.get("ca_file")
+        ),
+    ),
+    ("DELETE", "/provider", _nothing(AwaControl.clear_provider)),
+    (
+        "GET",
+        "/deliveries",
+        lambda c, b, p: c.deliveries(b.get("sys_id") or None, _limit(b)),
+    ),
+    ("DELETE", "/deliveries", _nothing(AwaControl.clear_deliveries)),
+    ("GET", "/deliveries/faults", lambda c, b, p: c.delivery_faults()),
+    ("POST", "/deliveries/faults", lambda c, b, p: c.set_delivery_faults(b)),
+    ("DELETE", "/deliveries/faults", _nothing(AwaControl.clear_delivery_faults)),
+    ("POST", "/deliveries/pause", _nothing(AwaControl.pause_deliveries)),
+    ("POST", "/deliveries/resume", _nothing(AwaControl.resume_deliveries)),
 ]
 
 

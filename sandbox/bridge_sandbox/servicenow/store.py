@@ -127,6 +127,11 @@ def to_sn_string(value: Any) -> str:
     return str(value)
 
 
+# Called under ``Instance.lock`` right after a record is stored: (table, previous row or
+# None for an insert, stored row).
+ChangeListener = Callable[[str, Mapping[str, str] | None, Mapping[str, str]], None]
+
+
 class _TableData:
     """Rows of one table by sys_id, plus equality indexes on the schema's indexed fields."""
 
@@ -171,6 +176,7 @@ class Instance:
         self._tables: dict[str, _TableData] = {}
         self._passwords: dict[str, str] = {}
         self._request_hooks: list[Callable[[], None]] = []
+        self._change_listeners: list[ChangeListener] = []
         self._generation = 0
         self.live = LiveView(self)
         self.reset()
@@ -186,6 +192,13 @@ class Instance:
         fell due on the sandbox clock)."""
         with self.lock:
             self._request_hooks.append(hook)
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(table, previous, row)`` after every insert (previous None) and
+        update, with the stored rows (read-only), before the business rules' after hooks:
+        so listeners see each record's changes in sys_mod_count order, causes first."""
+        with self.lock:
+            self._change_listeners.append(listener)
 
     def on_request(self) -> None:
         for hook in list(self._request_hooks):
@@ -320,6 +333,8 @@ class Instance:
             data.rows[sys_id] = row
             data.index(row)
             data.touch(sys_id)
+            for listener in self._change_listeners:
+                listener(table, None, row)
             for behaviour in list(self._behaviours):
                 behaviour.after_insert(self, table, dict(row), user)
             return dict(data.rows[sys_id])
@@ -350,6 +365,8 @@ class Instance:
             data.rows[sys_id] = new
             data.index(new)
             data.touch(sys_id)
+            for listener in self._change_listeners:
+                listener(table, current, new)
             for behaviour in list(self._behaviours):
                 behaviour.after_update(self, table, dict(old), dict(new), user)
             return dict(data.rows.get(sys_id, new))
